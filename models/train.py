@@ -1,0 +1,248 @@
+"""Multi-task fine-tuning of all-MiniLM-L6-v2 for topic and sentiment.
+
+``finpulse train`` calls :func:`train`. Needs the ``train`` extra (torch, transformers).
+
+Recipe (recorded in ``recipe.json`` and the manifest):
+
+* both training CSVs are normalised with :func:`models.normalize.normalize_text`, pooled and
+  shuffled; each example carries the label of its own task and ``-100`` for the other, so one
+  mixed batch trains both heads (cross-entropy with ``ignore_index``, losses summed);
+* a stratified ``dev_fraction`` slice of *each training split* is held out for early stopping
+  (the upstream ``*_valid.csv`` splits are never read here);
+* AdamW, linear warm-up then linear decay, gradient clipping at 1.0, length-bucketed batches
+  (examples of similar length batched together to cut padding), fixed seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import Example, load_split, stratified_holdout
+from .labels import SENTIMENT_LABELS, TOPIC_LABELS
+from .metrics import classification_report
+from .normalize import NORMALIZATION_VERSION, normalize_text
+from .tokenize import encode_batch, load_tokenizer
+
+log = logging.getLogger("finpulse.train")
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and paths of one training run.
+
+    :param out_dir: where the best checkpoint is written.
+    :param epochs: maximum number of passes over the training data.
+    :param batch_size: examples per optimisation step.
+    :param lr: peak learning rate.
+    :param weight_decay: AdamW weight decay (not applied to biases and LayerNorm).
+    :param warmup_ratio: share of steps spent warming the learning rate up.
+    :param max_length: token limit during training (the runtime limit is in the manifest).
+    :param dev_fraction: share of each training split held out for early stopping.
+    :param patience: epochs without dev improvement before stopping.
+    :param seed: seed for Python, numpy and torch.
+    :param limit: if set, use only this many training examples per task (smoke tests).
+    :param device: ``auto``, ``cpu`` or ``cuda``.
+    :param threads: torch intra-op threads on CPU (0 = torch's default).
+    :param freeze_word_embeddings: keep the 30522 x 384 token-embedding table fixed (a third of
+        the weights; freezing it speeds CPU steps and guards rare tokens against drift).
+    """
+
+    out_dir: str = "models/artifacts/checkpoint"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 8e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    dev_fraction: float = 0.08
+    patience: int = 2
+    dropout: float = 0.1
+    seed: int = 13
+    limit: int | None = None
+    device: str = "auto"
+    threads: int = 0
+    freeze_word_embeddings: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) for a reproducible run."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def _bucketed_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within chunks of 50 batches by length, then shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _evaluate(model, tokenizer, examples: list[Example], device, batch_size: int = 128) -> dict:
+    """Dev-slice report per task, from the PyTorch model."""
+    import torch
+
+    model.eval()
+    out = {}
+    for task, labels in (("topic", TOPIC_LABELS), ("sentiment", SENTIMENT_LABELS)):
+        exs = [e for e in examples if e.task == task]
+        if not exs:
+            continue
+        preds: list[int] = []
+        with torch.no_grad():
+            for i in range(0, len(exs), batch_size):
+                ids, mask, _ = encode_batch(tokenizer, [normalize_text(e.text) for e in exs[i : i + batch_size]])
+                t_logits, s_logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+                logits = t_logits if task == "topic" else s_logits
+                preds.extend(logits.argmax(-1).tolist())
+        rep = classification_report([e.label for e in exs], preds, labels)
+        out[task] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"]}
+    model.train()
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fine-tune the two-headed model and write the best checkpoint to ``cfg.out_dir``.
+
+    :param cfg: the run's settings.
+    :returns: a summary dict (recipe, dev metrics per epoch, best epoch, wall time).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    log.info("training on %s", device)
+
+    base = base_encoder_dir()
+    tokenizer = load_tokenizer(base / "tokenizer.json", cfg.max_length)
+
+    train_set: list[Example] = []
+    dev_set: list[Example] = []
+    for task in ("topic", "sentiment"):
+        exs = load_split(task, "train")
+        if cfg.limit:
+            exs = random.Random(cfg.seed).sample(exs, min(cfg.limit, len(exs)))
+        tr, dv = stratified_holdout(exs, cfg.dev_fraction, cfg.seed)
+        train_set.extend(tr)
+        dev_set.extend(dv)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(train_set)
+
+    texts = [normalize_text(e.text) for e in train_set]
+    ids_all = [enc.ids for enc in tokenizer.encode_batch(texts)]
+    lengths = np.array([len(x) for x in ids_all])
+    topic_y = np.array([e.label if e.task == "topic" else IGNORE for e in train_set])
+    sent_y = np.array([e.label if e.task == "sentiment" else IGNORE for e in train_set])
+
+    model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
+    if cfg.freeze_word_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optim = torch.optim.AdamW(groups, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(total_steps * cfg.warmup_ratio))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+
+    recipe = {
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "pooling": "masked mean",
+        "normalization_version": NORMALIZATION_VERSION,
+        "train_examples": len(train_set),
+        "dev_examples": len(dev_set),
+        "n_topics": len(TOPIC_LABELS),
+        "n_sentiments": len(SENTIMENT_LABELS),
+        **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "extra")},
+        **cfg.extra,
+    }
+    history = []
+    best_score, best_epoch, bad_epochs = -1.0, -1, 0
+    started = time.time()
+    step = 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        batches = _bucketed_batches(lengths, cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
+        running = None
+        for batch in bar:
+            width = int(lengths[batch].max())
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for r, i in enumerate(batch):
+                ids[r, : lengths[i]] = ids_all[i]
+                mask[r, : lengths[i]] = 1
+            t_logits, s_logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+            ty = torch.from_numpy(topic_y[batch]).to(device)
+            sy = torch.from_numpy(sent_y[batch]).to(device)
+            loss = torch.zeros((), device=device)
+            if (ty != IGNORE).any():
+                loss = loss + loss_fn(t_logits, ty)
+            if (sy != IGNORE).any():
+                loss = loss + loss_fn(s_logits, sy)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            step += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.close()
+        dev = _evaluate(model, tokenizer, dev_set, device)
+        score = float(np.mean([dev[t]["macro_f1"] for t in dev]))
+        history.append({"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score,
+                        "elapsed_s": round(time.time() - started, 1)})
+        log.info("epoch %d dev %s", epoch + 1, json.dumps(dev))
+        print(f"epoch {epoch + 1}: loss={running:.4f} dev={json.dumps(dev)}", flush=True)
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            save_checkpoint(model, cfg.out_dir, {**recipe, "best_epoch": best_epoch, "dev": dev})
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                log.info("early stopping after epoch %d (best %d)", epoch + 1, best_epoch)
+                break
+    summary = {"recipe": recipe, "history": history, "best_epoch": best_epoch,
+               "train_seconds": round(time.time() - started, 1), "device": str(device)}
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "history.json").write_text(json.dumps(summary, indent=2))
+    return summary
