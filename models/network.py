@@ -63,12 +63,18 @@ def save_checkpoint(model: MultiTaskClassifier, out_dir: str | Path, extra: dict
     (out / "recipe.json").write_text(json.dumps(extra, indent=2))
 
 
-def load_checkpoint(ckpt_dir: str | Path) -> MultiTaskClassifier:
-    """Rebuild a :class:`MultiTaskClassifier` from :func:`save_checkpoint`'s output (eval mode)."""
+def load_checkpoint(ckpt_dir: str | Path, attn_implementation: str | None = None) -> MultiTaskClassifier:
+    """Rebuild a :class:`MultiTaskClassifier` from :func:`save_checkpoint`'s output (eval mode).
+
+    :param ckpt_dir: the checkpoint directory.
+    :param attn_implementation: e.g. ``"eager"`` for ONNX export (same maths as the default).
+    """
     import json
 
     ckpt = Path(ckpt_dir)
     config = BertConfig.from_json_file(str(ckpt / "config.json"))
+    if attn_implementation:
+        config._attn_implementation = attn_implementation
     recipe = json.loads((ckpt / "recipe.json").read_text())
     model = MultiTaskClassifier(config, recipe["n_topics"], recipe["n_sentiments"], recipe.get("dropout", 0.1))
     model.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))

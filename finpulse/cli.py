@@ -1,0 +1,294 @@
+"""The ``finpulse`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group()
+@click.option("--log-level", default=os.environ.get("FINPULSE_LOG_LEVEL", "warning"), show_default=True,
+              help="debug, info, warning or error (logs go to stderr)")
+def main(log_level: str) -> None:
+    """finpulse: financial-news risk signals (classify, aggregate, alert)."""
+    _setup_logging(log_level)
+
+
+# --- model -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("texts", nargs=-1)
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False),
+              help="JSONL ({id, text}), CSV (text column) or plain text (one headline per line)")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), help="JSONL output (default stdout)")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False),
+              help="where malformed lines go (default: OUTPUT.errors.jsonl, or stderr)")
+@click.option("--model-dir", default=None, help="model artifact directory (default: bundled)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+def classify(texts, input_path, output_path, errors_path, model_dir, device, batch_size) -> None:
+    """Classify headlines given as arguments or in a file; prints one JSON object per text."""
+    from tqdm import tqdm
+
+    from models import Classifier
+    from models.batchfile import read_rows
+
+    if not texts and not input_path:
+        raise click.UsageError("give TEXT arguments or --input FILE")
+    clf = Classifier(model_dir, device=device, batch_size=batch_size)
+    if texts:
+        for t, r in zip(texts, clf.classify(list(texts))):
+            click.echo(json.dumps({"text": t, **r}, ensure_ascii=False))
+        return
+    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+    if errors_path is None and output_path:
+        errors_path = output_path + ".errors.jsonl"
+    err = open(errors_path, "w", encoding="utf-8") if errors_path else sys.stderr
+    n_ok = n_bad = 0
+    chunk: list = []
+
+    def flush() -> None:
+        nonlocal n_ok, n_bad
+        results = clf.classify([row.text for row in chunk])
+        for row, res in zip(chunk, results):
+            if "error" in res:
+                n_bad += 1
+                err.write(json.dumps({"line": row.line, "id": row.id, "error": res["error"]}) + "\n")
+            else:
+                n_ok += 1
+                out.write(json.dumps({"id": row.id, **res}, ensure_ascii=False) + "\n")
+        chunk.clear()
+
+    try:
+        with tqdm(unit="headline", file=sys.stderr, desc="classify") as bar:
+            for row in read_rows(input_path):
+                if row.error:
+                    flush()  # keep output in input order
+                    n_bad += 1
+                    err.write(json.dumps({"line": row.line, "id": row.id, "error": row.error}) + "\n")
+                    click.echo(f"line {row.line}: {row.error} (skipped)", err=True)
+                    continue
+                chunk.append(row)
+                bar.update(1)
+                if len(chunk) >= 1024:
+                    flush()
+            flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if err is not sys.stderr:
+            err.close()
+    click.echo(f"classified={n_ok} errors={n_bad}" + (f" (see {errors_path})" if n_bad and errors_path else ""),
+               err=True)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="text,label CSV")
+@click.option("--task", required=True, type=click.Choice(["topic", "sentiment"]))
+@click.option("--variant", type=click.Choice(["int8", "fp16", "fp32", "torch"]), default="int8", show_default=True)
+@click.option("--model-dir", default=None)
+@click.option("--checkpoint", default="models/artifacts/checkpoint", show_default=True, help="for --variant torch")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
+    """Accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
+    from models.evaluate import evaluate as run_eval
+    from models.evaluate import format_report, logits_fn
+
+    rep = run_eval(data, task, logits_fn(variant, model_dir, checkpoint))
+    click.echo(json.dumps(rep, indent=2) if as_json else format_report(rep, task))
+
+
+@main.command()
+@click.option("--out-dir", default="models/artifacts/checkpoint", show_default=True)
+@click.option("--epochs", default=5, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=8e-5, show_default=True)
+@click.option("--seed", default=13, show_default=True)
+@click.option("--limit", default=None, type=int, help="use only N examples per task (smoke runs)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
+def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads) -> None:
+    """Fine-tune the two-headed model (needs the train extra)."""
+    from models.train import TrainConfig
+    from models.train import train as run_train
+
+    summary = run_train(TrainConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                    limit=limit, device=device, threads=threads))
+    click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
+
+
+@main.command()
+@click.option("--checkpoint", default="models/artifacts/checkpoint", show_default=True)
+@click.option("--out-dir", default=None, help="artifact directory (default: models/artifacts)")
+@click.option("--version", "version", required=True, help="model version, e.g. minilm-mt-2026.11.22")
+def export(checkpoint, out_dir, version) -> None:
+    """Export the checkpoint to ONNX (fp32 -> optimised -> int8) and write the manifest."""
+    from models.export import ARTIFACT_DIR
+    from models.export import export as run_export
+
+    manifest = run_export(checkpoint, out_dir or ARTIFACT_DIR, version=version)
+    click.echo(json.dumps(manifest["files"], indent=2))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
+@click.option("--quick", is_flag=True, help="fewer headlines and repeats (smoke run)")
+@click.option("--no-peer", is_flag=True, help="skip the Hugging Face pipeline comparison")
+def bench(as_json, quick, no_peer) -> None:
+    """Headlines/s through Classifier (fp32, int8; batch 1/8/32/128) and the HF-pipeline peer."""
+    from models.bench import run_bench
+
+    res = run_bench(quick=quick, peer=not no_peer)
+    click.echo(json.dumps(res, indent=2) if as_json else res["table"])
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--namespace", default=None, help="run namespace (default: FINPULSE_NAMESPACE or live)")
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+def worker(namespace, faust_args) -> None:
+    """Run the stream worker (Faust): classify, aggregate, alert, deliver."""
+    if namespace:
+        os.environ["FINPULSE_NAMESPACE"] = namespace
+    from stream.app import app
+
+    level = logging.getLevelName(logging.getLogger().level).lower()
+    sys.argv = ["finpulse-worker", "worker", "-l", "info" if level in ("debug", "info") else level, *faust_args]
+    app.main()
+
+
+@main.group()
+def stack() -> None:
+    """The embedded development stack (Tansu broker + redis-server)."""
+
+
+@stack.command("up")
+def stack_up_cmd() -> None:
+    """Start the stack in the background and print its addresses as env vars."""
+    from finpulse.stack import stack_up
+
+    state = stack_up()
+    click.echo(f"export FINPULSE_KAFKA_BOOTSTRAP={state['kafka_bootstrap']}")
+    click.echo(f"export FINPULSE_REDIS_URL={state['redis_url']}")
+
+
+@stack.command("down")
+def stack_down_cmd() -> None:
+    """Stop the stack started by `finpulse stack up`."""
+    from finpulse.stack import stack_down
+
+    state = stack_down()
+    click.echo("stopped" if state else "no stack running")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="exit 0 after the sample is processed, with a summary line")
+@click.option("--sample", default=None, help="JSONL of raw news (default: the bundled sample)")
+@click.option("--quiet", is_flag=True, help="do not print every scored headline")
+def demo(once, sample, quiet) -> None:
+    """Embedded stack + worker + a replayed sample with a negative burst; prints headlines and alerts."""
+    from finpulse.demo import run_demo
+
+    summary = run_demo(once=once, sample=sample, quiet=quiet)
+    if once:
+        click.echo(f"processed={summary['processed']} alerts={summary['alerts']} "
+                   f"dead_lettered={summary['dead_lettered']} webhooks_verified={summary['webhooks_verified']}")
+        sys.exit(0 if summary["ok"] else 1)
+
+
+# --- ingestion ---------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--config", "config_path", default="config/feeds.toml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--once", is_flag=True, help="poll every feed once, print per-feed counts, exit")
+@click.option("--output", "output_path", default=None, help="write news.raw messages to this JSONL file instead of Kafka")
+def crawl(config_path, once, output_path) -> None:
+    """Crawl RSS/Atom feeds into news.raw."""
+    import asyncio
+
+    from finpulse import crawler
+    from finpulse.settings import Settings
+
+    settings = Settings()
+    if once:
+        counts = asyncio.run(crawler.crawl_once_from_config(config_path, settings, output=output_path))
+        for name, c in counts.items():
+            click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in c.items()))
+    else:
+        asyncio.run(crawler.crawl_forever_from_config(config_path, settings, output=output_path))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--speed", type=float, default=None, help="N x real time (default: as fast as possible)")
+@click.option("--as-fast-as-possible", "afap", is_flag=True, help="no pacing (the default)")
+@click.option("--from", "from_", default=None, help="only rows at or after this RFC 3339 time / date")
+@click.option("--to", "to", default=None, help="only rows before this RFC 3339 time / date")
+@click.option("--namespace", default=None, help="put the run in its own topics, group and Redis prefix")
+@click.option("--title-col", default=None)
+@click.option("--time-col", default=None)
+@click.option("--url-col", default=None)
+@click.option("--source-col", default=None)
+@click.option("--ticker-col", default=None)
+def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col, source_col, ticker_col) -> None:
+    """Replay historical headlines into news.raw in event-time order."""
+    from finpulse.replay import replay_cli
+
+    replay_cli(path, speed=None if afap else speed, from_=from_, to=to, namespace=namespace,
+               title_col=title_col, time_col=time_col, url_col=url_col, source_col=source_col,
+               ticker_col=ticker_col)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rules", "rules_path", default="config/rules.toml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--namespace", default=None, help="default: bt-<hash of file and rules>")
+def backtest(path, rules_path, out_dir, namespace) -> None:
+    """Run a file of history through the real pipeline and write alerts, time series, summary, report."""
+    from finpulse.backtest import run_backtest
+
+    summary = run_backtest(path, rules_path, out_dir, namespace=namespace)
+    click.echo(json.dumps(summary, indent=2))
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+@main.group()
+def alerts() -> None:
+    """Alert delivery tools."""
+
+
+@alerts.command("test-webhook")
+@click.argument("url")
+@click.option("--secret", default=None, help="signing secret (default: FINPULSE_WEBHOOK_SECRET)")
+@click.option("--timeout", default=10.0, show_default=True)
+def test_webhook(url, secret, timeout) -> None:
+    """Send a signed sample alert to URL and report the outcome."""
+    import asyncio
+
+    from alerts.delivery import send_test_webhook
+
+    secret = secret or os.environ.get("FINPULSE_WEBHOOK_SECRET")
+    if not secret:
+        raise click.UsageError("give --secret or set FINPULSE_WEBHOOK_SECRET")
+    outcome = asyncio.run(send_test_webhook(url, secret, timeout=timeout))
+    click.echo(json.dumps(outcome, indent=2))
+    sys.exit(0 if outcome.get("ok") else 1)
+
+
+if __name__ == "__main__":
+    main()

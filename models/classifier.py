@@ -1,0 +1,167 @@
+"""The runtime classifier: ONNX Runtime + ``tokenizers``, no torch.
+
+Example::
+
+    from models import Classifier
+    clf = Classifier()                       # bundled model, CUDA fp16 if available else CPU int8
+    clf.classify(["Fed hikes rates by 75bp", "Apple beats estimates"])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .exceptions import InvalidInputError
+from .manifest import load_manifest
+from .normalize import normalize_text
+from .tokenize import load_tokenizer
+
+log = logging.getLogger("finpulse.models")
+
+MAX_CHARS = 10_000
+"""Texts longer than this many characters are cut before tokenising (the token limit in the
+manifest, 128, is far shorter anyway: longer headlines are truncated, never refused)."""
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """Topic and sentiment for headlines, in one forward pass of the shipped ONNX model.
+
+    :param model_dir: directory with ``manifest.json``; ``None`` = the bundled model.
+    :param device: ``auto`` (CUDA when ``onnxruntime-gpu`` and a device are present), ``cpu`` or
+        ``cuda`` (error if unavailable).
+    :param variant: force ``int8`` (CPU) or ``fp16`` (GPU); default follows the device.
+    :param batch_size: texts per ONNX run inside :meth:`classify`.
+    :param threads: ONNX Runtime intra-op threads (0 = one per core).
+    :param verify: check every file's sha256 against the manifest before loading.
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, *, device: str = "auto", variant: str | None = None,
+                 batch_size: int = 32, threads: int = 0, verify: bool = True):
+        import onnxruntime as ort
+
+        self.manifest = load_manifest(model_dir, verify=verify)
+        mdir = Path(self.manifest["_dir"])
+        self.topic_labels: list[str] = list(self.manifest["labels"]["topic"])
+        self.sentiment_labels: list[str] = list(self.manifest["labels"]["sentiment"])
+        self.max_length = int(self.manifest["max_length"])
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(mdir / self.manifest["files"]["tokenizer"]["path"], self.max_length)
+
+        available = ort.get_available_providers()
+        want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise RuntimeError("device='cuda' but onnxruntime has no CUDAExecutionProvider "
+                               "(install finpulse[gpu], which brings onnxruntime-gpu)")
+        variant = variant or ("fp16" if want_cuda else "int8")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if variant == "fp16":
+            from .gpu import fp16_model_path
+
+            path = fp16_model_path(self.manifest)
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        elif variant == "int8":
+            path = mdir / self.manifest["files"]["cpu"]["path"]
+            providers = ["CPUExecutionProvider"]
+        elif variant == "fp32":  # an unshipped export, for evaluation (models.evaluate)
+            path = Path(self.manifest.get("_fp32_path") or mdir / "model.fp32.onnx")
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"unknown variant {variant!r}; expected int8, fp16 or fp32")
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self.variant = variant
+        self.provider = self.session.get_providers()[0]
+        self._neg = self.sentiment_labels.index("negative")
+        self._pos = self.sentiment_labels.index("positive")
+        log.info("classifier %s loaded: variant=%s provider=%s file=%s", self.model_version, variant,
+                 self.provider, Path(path).name)
+
+    @property
+    def model_version(self) -> str:
+        """The manifest's model version (recorded on every scored message)."""
+        return str(self.manifest["version"])
+
+    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``(topic_logits, sentiment_logits)`` for already-valid texts, in input order."""
+        normed = [normalize_text(t[:MAX_CHARS]) for t in texts]
+        encs = self.tokenizer.encode_batch(normed)
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
+        topic = np.empty((len(texts), len(self.topic_labels)), dtype=np.float32)
+        sent = np.empty((len(texts), len(self.sentiment_labels)), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            width = int(lengths[idx].max())
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for r, i in enumerate(idx):
+                n = lengths[i]
+                ids[r, :n] = encs[i].ids
+                mask[r, :n] = 1
+            t_out, s_out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+            topic[idx] = t_out
+            sent[idx] = s_out
+        return topic, sent
+
+    @staticmethod
+    def check_text(text: Any) -> str | None:
+        """Why ``text`` cannot be classified, or ``None`` if it can."""
+        if not isinstance(text, str):
+            return f"text must be a string, not {type(text).__name__}"
+        if not normalize_text(text[:MAX_CHARS]):
+            return "text is empty (or only whitespace / URLs) after normalisation"
+        return None
+
+    def classify(self, texts: Sequence[Any]) -> list[dict]:
+        """Classify a batch of headlines in one call.
+
+        Invalid items (not a string; empty, whitespace-only or URL-only) do not fail the batch:
+        their result is ``{"error": "<why>"}`` and the others are classified. Texts longer than the
+        model's ``max_length`` tokens are truncated (documented; never an error).
+
+        :param texts: the headlines.
+        :returns: per text, in input order: ``topic``, ``topic_score``, ``topics_top3`` (list of
+            ``{"topic", "score"}``), ``sentiment``, ``sentiment_probs`` (negative/positive/neutral),
+            ``sentiment_score`` = p(positive) - p(negative), and ``model_version``.
+        """
+        if isinstance(texts, str):
+            raise InvalidInputError("classify() takes a list of texts, not one string")
+        results: list[dict] = [{} for _ in texts]
+        valid: list[int] = []
+        for i, t in enumerate(texts):
+            why = self.check_text(t)
+            if why:
+                results[i] = {"error": why}
+            else:
+                valid.append(i)
+        if valid:
+            t_logits, s_logits = self.logits([texts[i] for i in valid])
+            t_probs = _softmax(t_logits.astype(np.float64))
+            s_probs = _softmax(s_logits.astype(np.float64))
+            top3 = np.argsort(-t_probs, axis=1)[:, :3]
+            for row, i in enumerate(valid):
+                tp, sp = t_probs[row], s_probs[row]
+                results[i] = {
+                    "topic": self.topic_labels[int(top3[row, 0])],
+                    "topic_score": round(float(tp[top3[row, 0]]), 6),
+                    "topics_top3": [{"topic": self.topic_labels[int(k)], "score": round(float(tp[k]), 6)}
+                                    for k in top3[row]],
+                    "sentiment": self.sentiment_labels[int(sp.argmax())],
+                    "sentiment_probs": {lab: round(float(sp[j]), 6) for j, lab in enumerate(self.sentiment_labels)},
+                    "sentiment_score": round(float(sp[self._pos] - sp[self._neg]), 6),
+                    "model_version": self.model_version,
+                }
+        return results

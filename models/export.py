@@ -1,0 +1,153 @@
+"""Export the trained PyTorch checkpoint to ONNX, optimise, quantise, and write the manifest.
+
+``finpulse export`` calls :func:`export`. Needs the ``train`` extra (torch, onnx).
+
+Artifacts (``models/artifacts/``):
+
+* ``model.int8.onnx`` — the shipped CPU model: fp32 export (opset 17, dynamic batch and sequence
+  axes, outputs ``topic_logits`` and ``sentiment_logits``), ONNX Runtime's BERT graph fusions
+  (attention, layer-norm, GELU, embedding), then dynamic int8 quantisation of MatMul/Gather weights.
+* ``tokenizer.json`` — the base model's WordPiece tokenizer.
+* ``manifest.json`` — version, label maps, max sequence length, sha256 of every file, recipe, metrics.
+
+The fp32 and optimised fp32 files are written to ``build/onnx/`` (not shipped: 90 MB). The GPU fp16
+variant is built from the shipped int8 file at load time (:func:`models.gpu.fp16_from_int8`), which
+keeps the repository under its 60 MB budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from .labels import SENTIMENT_LABELS, TOPIC_LABELS
+from .normalize import NORMALIZATION_VERSION
+
+log = logging.getLogger("finpulse.export")
+
+ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
+BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "onnx"
+OPSET = 17
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAMES = ["topic_logits", "sentiment_logits"]
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_fp32(ckpt_dir: str | Path, out_path: str | Path) -> Path:
+    """Export the checkpoint to a plain fp32 ONNX file with dynamic batch / sequence axes."""
+    import torch
+
+    from .network import load_checkpoint
+
+    model = load_checkpoint(ckpt_dir, attn_implementation="eager")  # the pattern ORT's fusions know
+    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.long)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, (ids, mask), str(out_path),
+        input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, opset_version=OPSET, dynamo=False,
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                      "topic_logits": {0: "batch"}, "sentiment_logits": {0: "batch"}},
+    )
+    return out_path
+
+
+def optimize_fp32(src: str | Path, dst: str | Path, num_heads: int = 12, hidden_size: int = 384) -> Path:
+    """Apply ONNX Runtime's BERT fusions (offline, CPU-portable) to ``src``."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                         opt_level=1, use_gpu=False)
+    log.info("fusions: %s", opt.get_fused_operator_statistics())
+    opt.save_model_to_file(str(dst))
+    return Path(dst)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic int8 quantisation (weights int8, activations quantised per batch at run time)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Fused contrib ops (BiasGelu, SkipLayerNormalization...) defeat shape inference for a few
+    # tensors; they are all float.
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return Path(dst)
+
+
+def write_manifest(artifact_dir: str | Path, *, version: str, max_length: int, recipe: dict,
+                   metrics: dict | None = None, files: dict[str, str] | None = None) -> dict:
+    """Write ``manifest.json`` listing every artifact with its sha256.
+
+    :param artifact_dir: directory holding the artifacts.
+    :param version: model version string (``finpulse-minilm-mt-<date>``).
+    :param max_length: runtime token limit (longer inputs are truncated, documented).
+    :param recipe: the training recipe (from the checkpoint's ``recipe.json``).
+    :param metrics: measured metrics to record (may be added later with :func:`update_metrics`).
+    :param files: role -> file name, e.g. ``{"cpu": "model.int8.onnx", "tokenizer": "tokenizer.json"}``.
+    """
+    d = Path(artifact_dir)
+    files = files or {"cpu": "model.int8.onnx", "tokenizer": "tokenizer.json"}
+    manifest = {
+        "name": "finpulse-news-classifier",
+        "version": version,
+        "format": 1,
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
+        "inputs": INPUT_NAMES,
+        "outputs": OUTPUT_NAMES,
+        "opset": OPSET,
+        "max_length": max_length,
+        "normalization_version": NORMALIZATION_VERSION,
+        "labels": {"topic": list(TOPIC_LABELS), "sentiment": list(SENTIMENT_LABELS)},
+        "files": {role: {"path": name, "sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
+                  for role, name in files.items()},
+        "recipe": recipe,
+        "metrics": metrics or {},
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def update_metrics(artifact_dir: str | Path, metrics: dict) -> dict:
+    """Merge ``metrics`` into an existing manifest (files and hashes untouched)."""
+    path = Path(artifact_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["metrics"] = {**manifest.get("metrics", {}), **metrics}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_dir: str | Path = BUILD_DIR,
+           *, version: str, max_length: int = 128) -> dict:
+    """Full export: fp32 -> optimised fp32 -> int8; copy tokenizer; write the manifest.
+
+    :param ckpt_dir: checkpoint written by :func:`models.train.train`.
+    :param artifact_dir: where the shipped files go.
+    :param build_dir: where the unshipped fp32 files go.
+    :param version: model version recorded in the manifest.
+    :param max_length: runtime token limit.
+    :returns: the manifest.
+    """
+    from .network import base_encoder_dir
+
+    ckpt, art, build = Path(ckpt_dir), Path(artifact_dir), Path(build_dir)
+    art.mkdir(parents=True, exist_ok=True)
+    build.mkdir(parents=True, exist_ok=True)
+    fp32 = export_fp32(ckpt, build / "model.fp32.onnx")
+    opt = optimize_fp32(fp32, build / "model.fp32.opt.onnx")
+    quantize_int8(opt, art / "model.int8.onnx")
+    shutil.copyfile(base_encoder_dir() / "tokenizer.json", art / "tokenizer.json")
+    recipe = json.loads((ckpt / "recipe.json").read_text())
+    return write_manifest(art, version=version, max_length=max_length, recipe=recipe)

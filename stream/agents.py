@@ -1,0 +1,137 @@
+"""The Faust agents: thin wiring around the plain functions in :mod:`stream.pipeline` and :mod:`alerts`.
+
+* ``classify``: ``news.raw`` -> micro-batches -> ONNX in a thread -> ``news.scored`` (+ ``news.dlq``)
+* ``aggregate``: ``news.scored`` -> Redis windows -> detector -> ``alerts``
+* ``deliver``: ``alerts`` -> durable webhook queue in Redis; a background task delivers it.
+
+Offsets: ``take_events`` acks a batch only after the loop body finished, and every produce in the
+body is awaited until the broker acknowledged it, so an offset is committed only after the
+messages derived from it are durable. A crash before the commit redelivers the batch; Redis
+de-duplicates by article id, and alert ids are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from alerts.constants import metrics_key
+
+from .app import alerts_dlq_topic, alerts_topic, app, dlq_topic, raw_topic, scored_topic, settings
+from .messages import dead_letter
+from .pipeline import RawItem, encode, score_batch
+from .services import Services, worker_env_summary
+
+log = logging.getLogger("finpulse.worker")
+services = Services(settings)
+
+
+async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Send and wait until the broker acknowledged every message."""
+    futures = [await topic.send(key=k, value=v, force=True) for k, v in messages]
+    if futures:
+        await asyncio.gather(*futures)
+
+
+async def _count(**fields: int) -> None:
+    r = await services.redis()
+    pipe = r.pipeline(transaction=False)
+    for name, n in fields.items():
+        if n:
+            pipe.hincrby(metrics_key(settings.namespace), name, n)
+    await pipe.execute()
+
+
+@app.agent(raw_topic, concurrency=1)
+async def classify(stream):
+    """Classify micro-batches of raw headlines."""
+    log.info("classify agent started: %s", worker_env_summary(settings))
+    loop = asyncio.get_running_loop()
+    clf = await services.classifier()
+    async for events in stream.take_events(settings.batch_max, settings.batch_within):
+        items = [RawItem(e.message.value, e.message.topic, e.message.partition, e.message.offset, e.message.key)
+                 for e in events]
+        batch = await loop.run_in_executor(
+            services.executor,
+            lambda: score_batch(items, clf.classify, max_bytes=settings.max_payload_bytes,
+                                future_tolerance_s=settings.future_tolerance_s))
+        await _produce(scored_topic, [(m["id"].encode(), encode(m)) for m in batch.scored])
+        if batch.dead:
+            for d in batch.dead:
+                log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"])
+            await _produce(dlq_topic, [(None, encode(d)) for d in batch.dead])
+        await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
+
+
+@app.agent(scored_topic, concurrency=1)
+async def aggregate(stream):
+    """Update the Redis windows, evaluate the rules, publish alerts."""
+    store = await services.store()
+    detector = await services.detector()
+    async for events in stream.take_events(settings.batch_max * 4, settings.batch_within):
+        now = time.time()
+        articles, dead = [], []
+        for e in events:
+            m = e.message
+            try:
+                articles.append(json.loads(m.value))
+            except (TypeError, ValueError, UnicodeDecodeError) as exc:
+                dead.append(dead_letter(m.value, f"not_json: news.scored value is not JSON ({exc})", topic=m.topic,
+                                        partition=m.partition, offset=m.offset, stage="aggregate", now=now))
+        if dead:
+            await _produce(dlq_topic, [(None, encode(d)) for d in dead])
+        result = await store.record(articles)
+        alerts = await detector.on_recorded(result)
+        if alerts:
+            await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
+            await detector.mark_emitted(alerts)
+            for a in alerts:
+                log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
+                            a["negative_rate"], a["count"])
+        await _count(aggregated=result.counted, duplicates=result.duplicates, late=result.late,
+                     alerts=len(alerts), dead_lettered=len(dead))
+
+
+@app.timer(interval=15.0)
+async def close_quiet_buckets():
+    """Live mode: close event-time buckets when news is quiet, so alerts resolve on time."""
+    if settings.namespace != "live":
+        return
+    detector = await services.detector()
+    alerts = await detector.on_wall_clock(time.time())
+    if alerts:
+        await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
+        await detector.mark_emitted(alerts)
+
+
+@app.agent(alerts_topic, concurrency=1)
+async def deliver(stream):
+    """Enqueue each alert for every matching webhook endpoint (durably, in Redis)."""
+    from .delivery import delivery_service
+
+    svc = await delivery_service(services)
+    async for event in stream.events():
+        try:
+            alert = json.loads(event.message.value)
+        except (TypeError, ValueError) as exc:
+            m = event.message
+            await _produce(dlq_topic, [(None, encode(dead_letter(
+                m.value, f"not_json: alert is not JSON ({exc})", topic=m.topic, partition=m.partition,
+                offset=m.offset, stage="deliver", now=time.time())))])
+            continue
+        await svc.enqueue(alert)
+
+
+@app.task
+async def run_deliveries():
+    """Deliver due webhooks until the worker stops (retries are scheduled in Redis)."""
+    from .delivery import delivery_service
+
+    svc = await delivery_service(services)
+
+    async def on_dead(record: dict) -> None:
+        await _produce(alerts_dlq_topic, [(record.get("alert_id", "").encode() or None, encode(record))])
+
+    await svc.run(on_dead, stop=app._stopped if hasattr(app, "_stopped") else None)

@@ -1,0 +1,41 @@
+"""The one Faust app of finpulse.
+
+``finpulse worker`` (or ``faust -A stream.app worker -l info``) runs it. Settings come from
+:class:`finpulse.settings.Settings` (``FINPULSE_*`` environment variables / ``FINPULSE_CONFIG``);
+the agents live in :mod:`stream.agents` and are registered on import below.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from finpulse.settings import Settings
+
+from .services import resolve_bootstrap
+
+settings = Settings()
+
+app = faust.App(
+    settings.group_id,
+    broker=[f"kafka://{hp.strip()}" for hp in resolve_bootstrap(settings).split(",")],
+    value_serializer="raw",
+    key_serializer="raw",
+    web_enabled=False,               # the worker serves nothing it does not need
+    autodiscover=False,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    broker_commit_every=settings.batch_max,
+    broker_commit_interval=1.0,
+    stream_wait_empty=False,
+    store="memory://",
+)
+
+raw_topic = app.topic(settings.topic(settings.topic_raw), partitions=settings.partitions)
+scored_topic = app.topic(settings.topic(settings.topic_scored), partitions=settings.partitions)
+dlq_topic = app.topic(settings.topic(settings.topic_dlq), partitions=settings.partitions)
+alerts_topic = app.topic(settings.topic(settings.topic_alerts), partitions=settings.partitions)
+alerts_dlq_topic = app.topic(settings.topic(settings.topic_alerts_dlq), partitions=settings.partitions)
+
+from . import agents  # noqa: E402,F401  (registers the agents on ``app``)
