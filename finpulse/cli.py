@@ -164,7 +164,8 @@ def worker(namespace, faust_args) -> None:
     from stream.app import app
 
     level = logging.getLevelName(logging.getLogger().level).lower()
-    sys.argv = ["finpulse-worker", "worker", "-l", "info" if level in ("debug", "info") else level, *faust_args]
+    sys.argv = ["finpulse-worker", "worker", "--without-web", "-l", "info" if level in ("debug", "info") else level,
+                *faust_args]
     app.main()
 
 
@@ -218,16 +219,25 @@ def crawl(config_path, once, output_path) -> None:
     """Crawl RSS/Atom feeds into news.raw."""
     import asyncio
 
+    import signal
+
     from finpulse import crawler
     from finpulse.settings import Settings
 
-    settings = Settings()
+    settings = _with_stack(Settings(), need_redis=False)
     if once:
-        counts = asyncio.run(crawler.crawl_once_from_config(config_path, settings, output=output_path))
-        for name, c in counts.items():
-            click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in c.items()))
-    else:
-        asyncio.run(crawler.crawl_forever_from_config(config_path, settings, output=output_path))
+        report = asyncio.run(crawler.crawl_once(config_path, settings, output=output_path))
+        click.echo(report.format())
+        return
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await crawler.crawl_forever(config_path, settings, output=output_path, stop=stop)
+
+    asyncio.run(forever())
 
 
 @main.command()
@@ -244,11 +254,18 @@ def crawl(config_path, once, output_path) -> None:
 @click.option("--ticker-col", default=None)
 def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col, source_col, ticker_col) -> None:
     """Replay historical headlines into news.raw in event-time order."""
-    from finpulse.replay import replay_cli
+    from finpulse.replay import replay as run_replay
+    from finpulse.settings import Settings
 
-    replay_cli(path, speed=None if afap else speed, from_=from_, to=to, namespace=namespace,
-               title_col=title_col, time_col=time_col, url_col=url_col, source_col=source_col,
-               ticker_col=ticker_col)
+    settings = _with_stack(Settings(), need_redis=False)
+    if namespace:
+        settings = settings.with_overrides(namespace=namespace)
+    cols = {k: v for k, v in dict(title_col=title_col, time_col=time_col, url_col=url_col, source_col=source_col,
+                                   ticker_col=ticker_col).items() if v is not None}
+    result = run_replay(path, settings, speed=None if afap else speed, from_ts=from_, to_ts=to, **cols)
+    for line, reason in result.bad:
+        click.echo(f"line {line}: {reason} (skipped)", err=True)
+    click.echo(result.summary())
 
 
 @main.command()
@@ -263,6 +280,34 @@ def backtest(path, rules_path, out_dir, namespace) -> None:
 
     summary = run_backtest(path, rules_path, out_dir, namespace=namespace)
     click.echo(json.dumps(summary, indent=2))
+
+
+def _with_stack(settings, need_redis: bool = True):
+    """Fill empty broker / Redis addresses from a running `finpulse stack up`."""
+    from stream.services import resolve_bootstrap, resolve_redis_url
+
+    updates = {}
+    if not settings.kafka_bootstrap:
+        updates["kafka_bootstrap"] = resolve_bootstrap(settings)
+    if need_redis and not settings.redis_url:
+        updates["redis_url"] = resolve_redis_url(settings)
+    return settings.with_overrides(**updates) if updates else settings
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topic administration."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic of the namespace (idempotent); used by docker-compose's init-topics."""
+    from finpulse.producer import ensure_topics
+    from finpulse.settings import Settings
+
+    settings = _with_stack(Settings(), need_redis=False)
+    created = ensure_topics(settings, settings.all_topics())
+    click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
 # --- alerts ------------------------------------------------------------------------------------

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     :param consumer_group: Faust application id, i.e. Kafka consumer group.
     :param batch_max: most messages the classify agent takes in one micro-batch.
     :param batch_within: seconds the classify agent waits to fill a micro-batch.
+    :param commit_interval_s: how often the worker commits consumed offsets (Faust
+        ``broker_commit_interval``); only offsets of fully processed batches are ever committed.
+    :param commit_every: also commit after this many processed messages.
+    :param rebalance_timeout_s: consumer-group rebalance timeout. Short by default: a batch takes
+        well under a second, and Tansu holds a first join for about half this value.
+    :param session_timeout_s: consumer-group session timeout (a dead worker's partitions move
+        to the others after this).
     :param max_payload_bytes: raw messages larger than this are dead-lettered.
     :param future_tolerance_s: events dated more than this in the future are dead-lettered.
     :param late_allowance_s: events older than the newest event time minus this are "late"
@@ -69,6 +76,10 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(64, ge=1)
     batch_within: float = Field(0.05, gt=0)
+    commit_interval_s: float = Field(1.0, gt=0)
+    commit_every: int = Field(256, ge=1)
+    rebalance_timeout_s: float = Field(10.0, gt=0)
+    session_timeout_s: float = Field(10.0, gt=0)
     max_payload_bytes: int = Field(64 * 1024, ge=1024)
     future_tolerance_s: float = Field(300.0, ge=0)
     late_allowance_s: float = Field(6 * 3600.0, ge=0)

@@ -136,17 +136,15 @@ class EmbeddedStack:
             self.log_dir = tempfile.mkdtemp(prefix="finpulse-stack-")
         try:
             if not self.redis_url:
-                port = free_port()
-                self._spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", self.log_dir], detach)
-                self.redis_url = f"redis://127.0.0.1:{port}/0"
+                self.redis_url = self._start_on_free_port(
+                    "redis", lambda p: [redis_server_binary(), "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                                        "--appendonly", "no", "--dir", self.log_dir], detach)
+                self.redis_url = f"redis://{self.redis_url}/0"
             if not self.kafka_bootstrap:
-                port = free_port()
-                url = f"tcp://127.0.0.1:{port}"
-                self._spawn("kafka", [tansu_binary(), "broker", "--listener-url", url,
-                                      "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                            detach)
-                self.kafka_bootstrap = f"127.0.0.1:{port}"
+                self.kafka_bootstrap = self._start_on_free_port(
+                    "kafka", lambda p: [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{p}",
+                                        "--advertised-listener-url", f"tcp://127.0.0.1:{p}",
+                                        "--storage-engine", "memory://tansu/"], detach)
             wait_for_redis(self.redis_url)
             wait_for_kafka(self.kafka_bootstrap)
         except Exception:
@@ -155,13 +153,32 @@ class EmbeddedStack:
         log.info("stack up: kafka=%s redis=%s", self.kafka_bootstrap, self.redis_url)
         return self
 
-    def _spawn(self, name: str, argv: list[str], detach: bool) -> None:
+    def _start_on_free_port(self, name: str, argv_for, detach: bool, attempts: int = 5) -> str:
+        """Start ``name`` on a free port; retry on another port if it exits (port taken meanwhile)."""
+        for _ in range(attempts):
+            port = free_port()
+            proc = self._spawn(name, argv_for(port), detach)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        return f"127.0.0.1:{port}"
+                except OSError:
+                    time.sleep(0.05)
+            if proc.poll() is None:
+                return f"127.0.0.1:{port}"  # alive but slow: the wait_for_* below decides
+            log.warning("%s exited on port %d (code %s); retrying on another port", name, port, proc.returncode)
+            self._procs.remove(proc)
+        raise StackError(f"{name} did not start after {attempts} attempts; see {self.log_dir}/{name}.log")
+
+    def _spawn(self, name: str, argv: list[str], detach: bool) -> subprocess.Popen:
         logf = open(Path(self.log_dir) / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=detach)
         logf.close()
         self._procs.append(proc)
         self.pids[name] = proc.pid
+        return proc
 
     def stop(self) -> None:
         """Stop the processes this object started (SIGTERM, then SIGKILL after 5 s)."""

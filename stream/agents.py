@@ -72,26 +72,31 @@ async def aggregate(stream):
     detector = await services.detector()
     async for events in stream.take_events(settings.batch_max * 4, settings.batch_within):
         now = time.time()
-        articles, dead = [], []
-        for e in events:
+        articles, dead, ok_index = [], [], []
+        for i, e in enumerate(events):
             m = e.message
             try:
                 articles.append(json.loads(m.value))
+                ok_index.append(i)
             except (TypeError, ValueError, UnicodeDecodeError) as exc:
                 dead.append(dead_letter(m.value, f"not_json: news.scored value is not JSON ({exc})", topic=m.topic,
                                         partition=m.partition, offset=m.offset, stage="aggregate", now=now))
+        result = await store.record(articles)
+        for idx, reason in result.invalid:  # parsable JSON but not a usable scored article
+            m = events[ok_index[idx]].message
+            dead.append(dead_letter(m.value, f"invalid_scored: {reason}", topic=m.topic, partition=m.partition,
+                                    offset=m.offset, stage="aggregate", now=now))
         if dead:
             await _produce(dlq_topic, [(None, encode(d)) for d in dead])
-        result = await store.record(articles)
-        alerts = await detector.on_recorded(result)
+        alerts = await detector.evaluate()
         if alerts:
             await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
             await detector.mark_emitted(alerts)
             for a in alerts:
                 log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
                             a["negative_rate"], a["count"])
-        await _count(aggregated=result.counted, duplicates=result.duplicates, late=result.late,
-                     alerts=len(alerts), dead_lettered=len(dead))
+        # record() itself counts counted / duplicates / syndicated / late / invalid in the same hash
+        await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
 
 
 @app.timer(interval=15.0)
@@ -100,7 +105,7 @@ async def close_quiet_buckets():
     if settings.namespace != "live":
         return
     detector = await services.detector()
-    alerts = await detector.on_wall_clock(time.time())
+    alerts = await detector.tick(time.time())
     if alerts:
         await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
         await detector.mark_emitted(alerts)
@@ -134,4 +139,4 @@ async def run_deliveries():
     async def on_dead(record: dict) -> None:
         await _produce(alerts_dlq_topic, [(record.get("alert_id", "").encode() or None, encode(record))])
 
-    await svc.run(on_dead, stop=app._stopped if hasattr(app, "_stopped") else None)
+    await svc.run(on_dead)

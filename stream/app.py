@@ -26,9 +26,11 @@ app = faust.App(
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
-    broker_commit_every=settings.batch_max,
-    broker_commit_interval=1.0,
+    broker_commit_every=settings.commit_every,
+    broker_commit_interval=settings.commit_interval_s,
     stream_wait_empty=False,
+    broker_rebalance_timeout=settings.rebalance_timeout_s,
+    broker_session_timeout=settings.session_timeout_s,
     store="memory://",
 )
 

@@ -83,22 +83,27 @@ class Services:
         if self._store is None:
             from alerts.store import WindowStore
 
-            s = self.settings
-            self._store = WindowStore(await self.redis(), s.namespace, bucket_seconds=s.bucket_seconds,
-                                      late_allowance_s=s.late_allowance_s)
+            self._store = WindowStore.from_settings(await self.redis(), self.settings)
         return self._store
 
     async def detector(self):
         """The :class:`alerts.detector.Detector` with the rules of ``settings.rules_file``."""
         if self._detector is None:
             from alerts.detector import Detector
+
+            clf = await self.classifier()
+            self._detector = Detector.from_config(await self.store(), self.alerts_config(),
+                                                  model_version=clf.model_version)
+        return self._detector
+
+    def alerts_config(self):
+        """Rules and webhook endpoints of ``settings.rules_file`` (secrets resolved)."""
+        if getattr(self, "_alerts_config", None) is None:
             from alerts.rules import load_config
 
-            cfg = load_config(self.settings.rules_file)
-            clf = await self.classifier()
-            self._detector = Detector(await self.redis(), await self.store(), cfg.rules, self.settings.namespace,
-                                      model_version=clf.model_version)
-        return self._detector
+            self._alerts_config = load_config(self.settings.rules_file,
+                                              secrets_file=self.settings.webhook_secrets_file or None)
+        return self._alerts_config
 
     async def close(self) -> None:
         """Close the Redis client and the inference thread."""

@@ -1,0 +1,177 @@
+"""Redis key layout and fixed vocabularies of :mod:`alerts` (one place, like arq's ``constants.py``).
+
+Every key starts with ``finpulse:<namespace>:`` (:func:`prefix`), so two namespaces (``live`` and a
+backtest's ``bt-...``) never see each other's keys. Keys that a Lua script or a ``MULTI`` touches
+together share one Redis Cluster hash tag (the part in ``{...}``):
+
+=============================================  =======  ===================================================
+key (after ``finpulse:<ns>:``)                 type     content
+=============================================  =======  ===================================================
+``{<scope>}:b:<bucket>``                       hash     ``n``, ``negative``, ``positive``, ``neutral``,
+                                                        ``sum_sentiment_score_micro``, ``mv:<model_version>``
+``{<scope>}:seen:<bucket>``                    set      article ids counted in the bucket (idempotency)
+``{<scope>}:neg:<bucket>``                     zset     5 most negative headlines (JSON), score = micro-score
+``scopes``                                     zset     scope -> start of the newest bucket with data
+``evtime``                                     zset     ``oldest`` / ``newest`` event time seen (watermark)
+``metrics``                                    hash     ``counted``, ``duplicates``, ``syndicated``, ``late``,
+                                                        ``invalid`` counters
+``{det}:state``                                hash     ``<rule>|<scope>`` -> detector state (JSON)
+``{det}:pending``                              hash     ``event_id`` -> alert not yet acknowledged (JSON)
+``{det}:cursor``                               string   last bucket boundary evaluated (epoch seconds)
+``{dlv}:due:<endpoint>``                       zset     webhook-id -> next attempt time (epoch seconds)
+``{dlv}:job:<endpoint>:<webhook-id>``          hash     rendered body, alert, attempts, state
+``{dlv}:log:<endpoint>:<webhook-id>``          list     one JSON outcome per delivery attempt
+=============================================  =======  ===================================================
+
+``<bucket>`` is the bucket's start in integer epoch seconds (UTC).
+"""
+
+from __future__ import annotations
+
+KEY_ROOT = "finpulse"
+"""First component of every key (``finpulse:<namespace>:...``)."""
+
+# --- window store ------------------------------------------------------------------------------
+BUCKET_KEY = "b"
+SEEN_KEY = "seen"
+TOP_NEGATIVE_KEY = "neg"
+SCOPES_KEY = "scopes"
+EVENT_TIME_KEY = "evtime"
+METRICS_KEY = "metrics"
+
+EVENT_TIME_OLDEST = "oldest"
+EVENT_TIME_NEWEST = "newest"
+
+BUCKET_FIELDS = ("n", "negative", "positive", "neutral", "sum_sentiment_score_micro")
+"""Counter fields of a bucket hash; ``mv:<model_version>`` fields count articles per model version."""
+MODEL_VERSION_FIELD_PREFIX = "mv:"
+SCORE_SCALE = 1_000_000
+"""Sentiment scores are summed as integers in millionths, so sums do not depend on arrival order."""
+
+METRIC_FIELDS = ("counted", "duplicates", "syndicated", "late", "invalid")
+
+DEFAULT_BUCKET_SECONDS = 60
+DEFAULT_WINDOWS_S = (900, 3600, 86400)
+DEFAULT_RETENTION_S = 2 * 86400
+DEFAULT_LATE_ALLOWANCE_S = 6 * 3600.0
+TOP_K = 5
+
+# --- detector ----------------------------------------------------------------------------------
+DETECTOR_TAG = "{det}"
+STATE_KEY = "state"
+PENDING_KEY = "pending"
+CURSOR_KEY = "cursor"
+
+SEVERITIES = ("info", "warning", "critical")
+"""Severity names, lowest first; rules and endpoint filters use these names."""
+
+ALERT_ID_PREFIX = "al_"
+ALERT_SCHEMA_ID = "https://finpulse.dev/schemas/alert.json"
+
+# --- delivery ----------------------------------------------------------------------------------
+DELIVERY_TAG = "{dlv}"
+DUE_KEY = "due"
+JOB_KEY = "job"
+LOG_KEY = "log"
+
+SCOPE_TYPES = ("all", "topic", "ticker")
+ALL_SCOPE = "all"
+
+
+def prefix(namespace: str) -> str:
+    """The prefix of every key of a namespace.
+
+    :param namespace: run namespace (``live``, ``bt-...``), as in :class:`finpulse.settings.Settings`.
+    :returns: ``finpulse:<namespace>`` (same as ``Settings.redis_prefix``).
+    """
+    if not namespace or any(c in namespace for c in "{}: \n"):
+        raise ValueError(f"invalid namespace {namespace!r}")
+    return f"{KEY_ROOT}:{namespace}"
+
+
+def bucket_key(namespace: str, scope: str, bucket: int) -> str:
+    """Key of a bucket's counter hash.
+
+    :param namespace: run namespace.
+    :param scope: normalised scope (``all``, ``topic:<name>``, ``ticker:<SYMBOL>``).
+    :param bucket: bucket start, integer epoch seconds.
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{BUCKET_KEY}:{bucket}"
+
+
+def seen_key(namespace: str, scope: str, bucket: int) -> str:
+    """Key of the set of article ids already counted in a bucket.
+
+    :param namespace: run namespace.
+    :param scope: normalised scope.
+    :param bucket: bucket start, integer epoch seconds.
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{SEEN_KEY}:{bucket}"
+
+
+def top_negative_key(namespace: str, scope: str, bucket: int) -> str:
+    """Key of the sorted set of a bucket's most negative headlines.
+
+    :param namespace: run namespace.
+    :param scope: normalised scope.
+    :param bucket: bucket start, integer epoch seconds.
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{TOP_NEGATIVE_KEY}:{bucket}"
+
+
+def ns_key(namespace: str, name: str) -> str:
+    """Key of a namespace-wide structure (``scopes``, ``evtime``, ``metrics``).
+
+    :param namespace: run namespace.
+    :param name: one of :data:`SCOPES_KEY`, :data:`EVENT_TIME_KEY`, :data:`METRICS_KEY`.
+    """
+    return f"{prefix(namespace)}:{name}"
+
+
+def metrics_key(namespace: str) -> str:
+    """Key of the namespace's counters hash (``finpulse:<ns>:metrics``).
+
+    :class:`alerts.store.WindowStore` increments ``counted``, ``duplicates``, ``syndicated``,
+    ``late`` and ``invalid`` there on every ``record()``; other components may add their own fields.
+
+    :param namespace: run namespace.
+    """
+    return ns_key(namespace, METRICS_KEY)
+
+
+def detector_key(namespace: str, name: str) -> str:
+    """Key of the detector's state (all in hash tag ``{det}`` so one ``MULTI`` updates them).
+
+    :param namespace: run namespace.
+    :param name: one of :data:`STATE_KEY`, :data:`PENDING_KEY`, :data:`CURSOR_KEY`.
+    """
+    return f"{prefix(namespace)}:{DETECTOR_TAG}:{name}"
+
+
+def due_key(namespace: str, endpoint: str) -> str:
+    """Key of an endpoint's due-time sorted set.
+
+    :param namespace: run namespace.
+    :param endpoint: endpoint name.
+    """
+    return f"{prefix(namespace)}:{DELIVERY_TAG}:{DUE_KEY}:{endpoint}"
+
+
+def job_key(namespace: str, endpoint: str, webhook_id: str) -> str:
+    """Key of one delivery job (an alert event for one endpoint).
+
+    :param namespace: run namespace.
+    :param endpoint: endpoint name.
+    :param webhook_id: the ``webhook-id`` header value (the alert's ``event_id``).
+    """
+    return f"{prefix(namespace)}:{DELIVERY_TAG}:{JOB_KEY}:{endpoint}:{webhook_id}"
+
+
+def log_key(namespace: str, endpoint: str, webhook_id: str) -> str:
+    """Key of the attempt log of one delivery job.
+
+    :param namespace: run namespace.
+    :param endpoint: endpoint name.
+    :param webhook_id: the ``webhook-id`` header value.
+    """
+    return f"{prefix(namespace)}:{DELIVERY_TAG}:{LOG_KEY}:{endpoint}:{webhook_id}"

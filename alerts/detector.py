@@ -1,0 +1,358 @@
+"""Event-time alert detection over a :class:`alerts.store.WindowStore`, with state in Redis.
+
+The detector walks bucket boundaries ``E`` in order. A boundary is evaluated once the bucket before
+it is *closed*: the namespace watermark (newest event time recorded) has reached ``E + close_delay``.
+At each boundary every (rule, scope) pair is decided by :func:`alerts.rules.decide` on the short
+window ``[E - short, E)`` and its baseline. Because only closed buckets are read and the walk is
+sequential, the alerts do not depend on how the input was split into micro-batches (when it arrives
+in event-time order), and a replay of history produces the alerts live processing produced.
+
+State (open alerts, cooldowns), the cursor (last boundary evaluated) and the alerts not yet
+acknowledged are written in one ``MULTI`` (hash tag ``{det}``), guarded by ``WATCH`` on the cursor.
+Alerts stay *pending* until :meth:`Detector.mark_emitted`, so a crash between producing to Kafka
+and acknowledging returns the same records (same ``alert_id``/``event_id``) again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from redis.exceptions import WatchError
+
+from . import constants as C
+from .rules import AlertsConfig, Decision, Rule, RuleState, decide, make_event_id, severity_rank
+from .store import BucketSeries, WindowStore
+from .windows import WindowStats, boundaries, bucket_start, check_window, format_time, scope_type
+
+log = logging.getLogger("finpulse.alerts.detector")
+
+_STATUS_ORDER = {"fired": 0, "resolved": 1}
+
+
+def _s(x: Any) -> str:
+    return x.decode("utf-8") if isinstance(x, (bytes, bytearray)) else str(x)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def state_field(rule: str, scope: str) -> str:
+    """Field of the ``{det}:state`` hash for a (rule, scope): ``<rule>|<scope>``.
+
+    :param rule: rule name (never contains ``|``).
+    :param scope: normalised scope.
+    """
+    return f"{rule}|{scope}"
+
+
+class Detector:
+    """Evaluates rules at closed bucket boundaries and keeps alert state in Redis.
+
+    :param store: the namespace's :class:`WindowStore` (the detector uses its Redis and namespace).
+    :param rules: detection rules (windows must be multiples of the bucket width and fit in the
+        store's retention).
+    :param close_delay_s: a boundary ``E`` is evaluated once the watermark reaches
+        ``E + close_delay_s`` (room for slightly out-of-order input; 0 = as soon as an event at or
+        after ``E`` has been recorded).
+    :param clock: wall clock for ``created_at`` (``time.time``).
+    :param chunk_boundaries: most boundaries evaluated per committed step (bounds work per ``MULTI``).
+    :param model_version: fallback ``model_version`` of records whose window has no version recorded
+        (normally the versions come from the counted articles themselves).
+    """
+
+    def __init__(self, store: WindowStore, rules: Sequence[Rule], *, close_delay_s: float = 0.0,
+                 clock: Callable[[], float] = time.time, chunk_boundaries: int = 360,
+                 model_version: str | None = None):
+        self.store = store
+        self.redis = store.redis
+        self.namespace = store.namespace
+        self.rules = tuple(rules)
+        self.close_delay_s = float(close_delay_s)
+        self.clock = clock
+        self.chunk = max(1, int(chunk_boundaries))
+        self.model_version = model_version or ""
+        s = store.bucket_seconds
+        names = set()
+        for r in self.rules:
+            if r.name in names:
+                raise ValueError(f"duplicate rule name {r.name!r}")
+            names.add(r.name)
+            check_window(r.short_window_s, s)
+            check_window(r.baseline_window_s, s)
+            if r.span_s + self.close_delay_s >= store.retention_s:
+                raise ValueError(f"rule {r.name}: short + baseline window ({r.span_s}s) + close delay must be "
+                                 f"shorter than the store retention ({store.retention_s}s)")
+        self._state_key = C.detector_key(self.namespace, C.STATE_KEY)
+        self._pending_key = C.detector_key(self.namespace, C.PENDING_KEY)
+        self._cursor_key = C.detector_key(self.namespace, C.CURSOR_KEY)
+
+    @classmethod
+    def from_config(cls, store: WindowStore, config: AlertsConfig, **kwargs: Any) -> "Detector":
+        """A detector with the rules and ``close_delay`` of a loaded rules file.
+
+        :param store: the namespace's window store.
+        :param config: from :func:`alerts.rules.load_config`.
+        :param kwargs: passed to the constructor (``clock``, ``chunk_boundaries``).
+        """
+        return cls(store, config.rules, close_delay_s=config.close_delay_s, **kwargs)
+
+    # --- public ----------------------------------------------------------------------------------
+
+    async def evaluate(self) -> list[dict]:
+        """Evaluate every boundary closed by the watermark; call it after each recorded batch.
+
+        :returns: every alert record not yet acknowledged with :meth:`mark_emitted` (new ones and
+            ones left over from a crash), ordered by ``window_end``, rule, scope.
+        """
+        wm = await self.store.watermark()
+        if wm is None:
+            return await self.pending()
+        return await self._advance(bucket_start(wm - self.close_delay_s, self.store.bucket_seconds))
+
+    async def tick(self, now: float | None = None) -> list[dict]:
+        """Live mode only: let the wall clock close buckets when news is quiet.
+
+        Treats ``max(watermark, now)`` as the watermark, so open alerts can resolve and windows
+        are evaluated without new articles. Never call it in a replay/backtest.
+
+        :param now: wall-clock time (default: the clock).
+        :returns: as :meth:`evaluate`.
+        """
+        wm = await self.store.watermark()
+        if wm is None:
+            return await self.pending()
+        t = max(wm, self.clock() if now is None else now) - self.close_delay_s
+        return await self._advance(bucket_start(t, self.store.bucket_seconds))
+
+    async def flush(self, until_ts: float | None = None) -> list[dict]:
+        """End of a replay: close all buckets, including the one holding the newest event.
+
+        :param until_ts: evaluate boundaries up to this event time instead (rounded down to a
+            boundary), e.g. to let open alerts resolve after the replayed period.
+        :returns: as :meth:`evaluate`.
+        """
+        s = self.store.bucket_seconds
+        if until_ts is None:
+            wm = await self.store.watermark()
+            if wm is None:
+                return await self.pending()
+            limit = bucket_start(wm, s) + s
+        else:
+            limit = bucket_start(until_ts, s)
+        return await self._advance(limit)
+
+    async def on_recorded(self, result: Any = None) -> list[dict]:
+        """Alias of :meth:`evaluate` for the aggregate agent (call it after each ``store.record``).
+
+        :param result: the :class:`alerts.store.RecordResult` of the batch (not needed: the
+            watermark in Redis decides what is closed).
+        """
+        return await self.evaluate()
+
+    async def on_wall_clock(self, now: float | None = None) -> list[dict]:
+        """Alias of :meth:`tick` for a live-mode timer.
+
+        :param now: wall-clock time (default: the clock).
+        """
+        return await self.tick(now)
+
+    async def pending(self) -> list[dict]:
+        """Alert records produced but not yet acknowledged, in emission order."""
+        raw = await self.redis.hgetall(self._pending_key)
+        alerts = [json.loads(_s(v)) for v in raw.values()]
+        alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9),
+                                   severity_rank(a["severity"])))
+        return alerts
+
+    async def mark_emitted(self, alerts: Iterable[Mapping[str, Any] | str]) -> int:
+        """Acknowledge records the caller has produced to the ``alerts`` topic.
+
+        :param alerts: alert records (or their ``event_id`` strings).
+        :returns: how many were pending.
+        """
+        ids = [a if isinstance(a, str) else a["event_id"] for a in alerts]
+        if not ids:
+            return 0
+        return int(await self.redis.hdel(self._pending_key, *ids))
+
+    async def cursor(self) -> int | None:
+        """The last boundary evaluated (epoch seconds), ``None`` before the first evaluation."""
+        raw = await self.redis.get(self._cursor_key)
+        return None if raw is None else int(_s(raw))
+
+    async def states(self) -> dict[tuple[str, str], RuleState]:
+        """Current state per (rule, scope): open alerts and cooldowns."""
+        raw = await self.redis.hgetall(self._state_key)
+        out = {}
+        for k, v in raw.items():
+            rule, _, scope = _s(k).partition("|")
+            out[(rule, scope)] = RuleState.from_dict(json.loads(_s(v)))
+        return out
+
+    async def open_alerts(self) -> list[dict]:
+        """Open alerts: ``{"rule", "scope", "alert_id", "severity", "fired_window_end", "calm_since"}``."""
+        out = []
+        for (rule, scope), st in sorted((await self.states()).items()):
+            if st.status == "open":
+                out.append({"rule": rule, "scope": scope, "alert_id": st.alert_id, "severity": st.severity,
+                            "fired_window_end": format_time(st.fired_end) if st.fired_end is not None else None,
+                            "calm_since": format_time(st.calm_since) if st.calm_since is not None else None})
+        return out
+
+    # --- internals -------------------------------------------------------------------------------
+
+    async def _advance(self, limit: int) -> list[dict]:
+        s = self.store.bucket_seconds
+        oldest = await self.store.oldest_event()
+        if oldest is None:
+            return await self.pending()
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    await pipe.watch(self._cursor_key)
+                    raw = await pipe.get(self._cursor_key)
+                    cur = int(_s(raw)) if raw is not None else bucket_start(oldest, s)
+                    if cur >= limit:
+                        break
+                    states = {}
+                    for k, v in (await pipe.hgetall(self._state_key)).items():
+                        rule, _, scope = _s(k).partition("|")
+                        states[(rule, scope)] = RuleState.from_dict(json.loads(_s(v)))
+                    if not any(st.status == "open" for st in states.values()):
+                        cur = await self._skip_quiet(cur, limit)
+                    end = min(limit, cur + self.chunk * s)
+                    alerts, new_states = (await self._evaluate_range(cur, end, states)) if end > cur else ([], {})
+                    pipe.multi()
+                    pipe.set(self._cursor_key, end)
+                    for (rule, scope), st in new_states.items():
+                        f = state_field(rule, scope)
+                        if st is None:
+                            if (rule, scope) in states:
+                                pipe.hdel(self._state_key, f)
+                        elif st != states.get((rule, scope)):
+                            pipe.hset(self._state_key, f, json.dumps(st.to_dict(), sort_keys=True))
+                    for a in alerts:
+                        pipe.hset(self._pending_key, a["event_id"],
+                                  json.dumps(a, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+                    await pipe.execute()
+                for a in alerts:
+                    log.info("alert %s %s rule=%s scope=%s severity=%s window_end=%s rate=%.2f (%d/%d)",
+                             a["event_id"], a["status"], a["rule"], a["scope"], a["severity"], a["window_end"],
+                             a["negative_rate"], a["negative_count"], a["count"])
+            except WatchError:
+                log.info("namespace %s: another detector advanced the cursor concurrently; skipping", self.namespace)
+                break
+        return await self.pending()
+
+    async def _skip_quiet(self, cur: int, limit: int) -> int:
+        """With no open alert, boundaries whose short windows hold no article cannot emit anything
+        (and only delay the expiry of cooldown states): return the last boundary ``c <= limit``
+        such that every boundary in ``(cur, c]`` is such a boundary. Every counted article is in
+        scope ``all``, so its buckets tell where data is (e.g. a stray years-old article, or a
+        weekend in a backtest, is crossed in a few reads)."""
+        if not self.rules:
+            return limit
+        s = self.store.bucket_seconds
+        start = cur + s - max(r.short_window_s for r in self.rules)
+        step = 64
+        while start < limit:
+            stop = min(limit, start + step * s)
+            ser = await self.store.bucket_series(C.ALL_SCOPE, start, stop)
+            for i, row in enumerate(ser.rows):
+                if row["n"]:
+                    return max(cur, min(limit, start + i * s))
+            start, step = stop, 20000
+        return limit
+
+    def _pairs(self, first_e: int, states: Mapping[tuple[str, str], RuleState],
+               activity: Mapping[str, int]) -> list[tuple[Rule, str]]:
+        pairs = []
+        for rule in self.rules:
+            if rule.scope_type == C.ALL_SCOPE:
+                cands = {C.ALL_SCOPE}
+            elif rule.scopes:
+                cands = set(rule.scopes)
+            else:
+                cands = {sc for sc in activity if scope_type(sc) == rule.scope_type}
+            cands |= {sc for (rn, sc) in states if rn == rule.name}
+            for sc in sorted(cands):
+                act = activity.get(sc)
+                # a scope with no bucket at or after first_e - short cannot have data in any short
+                # window ending in this range, so an idle pair there cannot fire
+                if (rule.name, sc) in states or (act is not None and act >= first_e - rule.short_window_s):
+                    pairs.append((rule, sc))
+        return pairs
+
+    async def _evaluate_range(self, cur: int, end: int, states: Mapping[tuple[str, str], RuleState]
+                              ) -> tuple[list[dict], dict[tuple[str, str], RuleState | None]]:
+        s = self.store.bucket_seconds
+        first_e = cur + s
+        activity = await self.store.scope_activity()
+        pairs = self._pairs(first_e, states, activity)
+        spans: dict[str, int] = {}
+        for rule, sc in pairs:
+            spans[sc] = max(spans.get(sc, 0), rule.span_s)
+        series = {sc: await self.store.bucket_series(sc, first_e - span, end) for sc, span in sorted(spans.items())}
+        alerts: list[dict] = []
+        new_states: dict[tuple[str, str], RuleState | None] = {}
+        for rule, sc in pairs:
+            st = states.get((rule.name, sc))
+            ser = series[sc]
+            for e in boundaries(cur, end, s):
+                short = ser.window(e - rule.short_window_s, e)
+                base = ser.window(e - rule.span_s, e - rule.short_window_s)
+                d = decide(rule, sc, short, base, st)
+                if d.emits:
+                    alerts.append(await self._build(rule, sc, d, st, ser, short, base))
+                st = d.state
+            new_states[(rule.name, sc)] = st
+        alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER[a["status"]]))
+        return alerts, new_states
+
+    async def _build(self, rule: Rule, scope: str, d: Decision, prior: RuleState | None, ser: BucketSeries,
+                     short: WindowStats, base: WindowStats) -> dict:
+        status = d.emits
+        assert status and d.alert_id and d.severity
+        ev = d.evaluation
+        versions = (await self.store.stats(scope, short.end, rule.short_window_s)).model_versions
+        top = await self.store.top_negative(scope, short.end, rule.short_window_s, C.TOP_K)
+        fired_end = d.state.fired_end if (d.state and d.state.status == "open") else (prior.fired_end if prior else None)
+        return {
+            "alert_id": d.alert_id,
+            "event_id": make_event_id(d.alert_id, status, d.severity),
+            "status": status,
+            "rule": rule.name,
+            "scope": scope,
+            "scope_type": scope_type(scope),
+            "severity": d.severity,
+            "namespace": self.namespace,
+            "window_start": format_time(short.start),
+            "window_end": format_time(short.end),
+            "baseline_start": format_time(base.start),
+            "baseline_end": format_time(base.end),
+            "count": short.n,
+            "negative_count": short.negative,
+            "positive_count": short.positive,
+            "neutral_count": short.neutral,
+            "negative_rate": _r(ev.rate),
+            "mean_score": _r(short.mean_score),
+            "baseline_count": base.n,
+            "baseline_negative_count": base.negative,
+            "baseline_rate": _r(ev.baseline_rate),
+            "threshold": rule.level_rate(d.severity),
+            "resolve_below": rule.resolve_below,
+            "spike_test": rule.test,
+            "statistic": _r(ev.statistic),
+            "statistic_threshold": _r(ev.statistic_threshold),
+            "z_score": _r(ev.z_score),
+            "wilson_lower": _r(ev.wilson_lower),
+            "fired_window_end": format_time(fired_end) if fired_end is not None else format_time(short.end),
+            "top_headlines": [{k: h.get(k) for k in ("id", "title", "url", "source", "published_at", "sentiment_score")}
+                              for h in top],
+            "model_version": ",".join(versions) or self.model_version,
+            "created_at": format_time(self.clock()),
+        }

@@ -1,0 +1,444 @@
+"""Rolling negative-sentiment windows in Redis (per-scope, per-bucket counters keyed by event time).
+
+One Lua script per article per scope records the article id in the bucket's ``seen`` set first and
+counts it only when the id is new, so a redelivered or replayed article is never counted twice; the
+script touches only keys with the scope's hash tag (Redis Cluster safe). A batch is pipelined.
+Syndicated copies (``duplicate_of`` set) are not counted. See :mod:`alerts.constants` for the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Mapping, Sequence
+
+from . import constants as C
+from .exceptions import InvalidArticle
+from .windows import (Article, WindowStats, bucket_ceil, bucket_start, check_window, normalize_scope,
+                      parse_article, window_bounds)
+
+log = logging.getLogger("finpulse.alerts.store")
+
+# KEYS: bucket hash, seen set, top-negative zset
+# ARGV: id, sentiment field, score (micro int), ttl, model-version field ('' = none),
+#       headline JSON ('' = not negative), top k
+_RECORD_LUA = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+local ttl = tonumber(ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[1], 'sum_sentiment_score_micro', ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], tonumber(ARGV[7]), -1)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+# KEYS: bucket hashes (one scope, so one hash tag); returns "n,negative,positive,neutral,score,..."
+# (5 integers per key, 0 for missing) as one string: far cheaper to parse than nested replies
+_SERIES_LUA = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'n', 'negative', 'positive', 'neutral', 'sum_sentiment_score_micro')
+  for j = 1, 5 do
+    out[#out + 1] = v[j] or '0'
+  end
+end
+return table.concat(out, ',')
+"""
+
+MAX_SERIES_BUCKETS = 200_000
+"""Most buckets one window query may read (about 139 days of minute buckets)."""
+MAX_TIMESERIES_POINTS = 200_000
+"""Most points one :meth:`WindowStore.timeseries` call returns."""
+
+
+def _s(x: Any) -> str:
+    return x.decode("utf-8") if isinstance(x, (bytes, bytearray)) else str(x)
+
+
+@dataclass
+class RecordResult:
+    """Outcome of :meth:`WindowStore.record` for one batch.
+
+    :param counted: articles newly counted (in at least one scope).
+    :param duplicates: articles already counted in every scope (redelivery / replay).
+    :param syndicated: articles skipped because ``duplicate_of`` is set.
+    :param late: newly counted articles older than the watermark minus the late allowance.
+    :param invalid: ``(index in batch, reason)`` of articles that could not be parsed (not counted;
+        the caller should dead-letter them).
+    :param touched: scope -> sorted bucket starts that received a new count.
+    """
+
+    counted: int = 0
+    duplicates: int = 0
+    syndicated: int = 0
+    late: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    touched: dict[str, list[int]] = field(default_factory=dict)
+
+
+class BucketSeries:
+    """Per-bucket counters of one scope over ``[start, end)``, with O(1) window sums.
+
+    :param scope: the scope.
+    :param start: first bucket start.
+    :param bucket_s: bucket width.
+    :param rows: one dict per bucket (``n``, ``negative``, ``positive``, ``neutral``,
+        ``sum_sentiment_score_micro``, ``mv`` (dict version -> count)).
+    """
+
+    _FIELDS = ("n", "negative", "positive", "neutral", "sum_sentiment_score_micro")
+
+    def __init__(self, scope: str, start: int, bucket_s: int, rows: list[dict]):
+        self.scope = scope
+        self.start = start
+        self.bucket_s = bucket_s
+        self.end = start + bucket_s * len(rows)
+        self.rows = rows
+        self._cum = {f: [0, *accumulate(r[f] for r in rows)] for f in self._FIELDS}
+
+    def _idx(self, ts: int) -> int:
+        if ts < self.start or ts > self.end or (ts - self.start) % self.bucket_s:
+            raise ValueError(f"{ts} is not a bucket boundary within [{self.start}, {self.end}]")
+        return (ts - self.start) // self.bucket_s
+
+    def window(self, start: int, end: int, *, with_versions: bool = False) -> WindowStats:
+        """Counts over ``[start, end)`` (bucket boundaries inside the series).
+
+        :param start: window start.
+        :param end: window end (exclusive).
+        :param with_versions: also collect the model versions (slower).
+        """
+        i, j = self._idx(start), self._idx(end)
+        c = {f: self._cum[f][j] - self._cum[f][i] for f in self._FIELDS}
+        versions: tuple[str, ...] = ()
+        if with_versions:
+            versions = tuple(sorted({v for r in self.rows[i:j] for v in r["mv"]}))
+        return WindowStats(
+            scope=self.scope, start=start, end=end, n=c["n"], negative=c["negative"],
+            positive=c["positive"], neutral=c["neutral"],
+            sum_score=c["sum_sentiment_score_micro"] / C.SCORE_SCALE, model_versions=versions,
+        )
+
+
+class WindowStore:
+    """Per-scope rolling windows of one namespace in Redis.
+
+    :param redis: a ``redis.asyncio.Redis`` (``decode_responses`` either way).
+    :param namespace: run namespace (``live``, ``bt-...``); every key starts with
+        ``finpulse:<namespace>:``.
+    :param bucket_seconds: bucket width (``Settings.bucket_seconds``).
+    :param retention_s: TTL of bucket keys, refreshed on every write (default 2 days); must exceed
+        the longest window (including a rule's baseline). It is also the horizon of redelivery
+        de-duplication.
+    :param late_allowance_s: events older than the newest event time minus this are late
+        (``Settings.late_allowance_s``).
+    """
+
+    def __init__(self, redis: Any, namespace: str, *, bucket_seconds: int = C.DEFAULT_BUCKET_SECONDS,
+                 retention_s: int | None = None, late_allowance_s: float = C.DEFAULT_LATE_ALLOWANCE_S):
+        self.redis = redis
+        self.namespace = namespace
+        C.prefix(namespace)  # validates
+        if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
+            raise ValueError(f"bucket_seconds must be a positive int, got {bucket_seconds!r}")
+        self.bucket_seconds = bucket_seconds
+        self.retention_s = int(retention_s if retention_s is not None else C.DEFAULT_RETENTION_S)
+        if self.retention_s <= max(C.DEFAULT_WINDOWS_S[0], bucket_seconds):
+            raise ValueError(f"retention_s {self.retention_s} is too short")
+        self.late_allowance_s = float(late_allowance_s)
+        self._script = redis.register_script(_RECORD_LUA)
+        self._series = redis.register_script(_SERIES_LUA)
+
+    @classmethod
+    def from_settings(cls, redis: Any, settings: Any) -> "WindowStore":
+        """A store configured from a :class:`finpulse.settings.Settings`.
+
+        :param redis: a ``redis.asyncio.Redis``.
+        :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s`` and
+            ``windows_s`` (retention is at least twice the longest window).
+        """
+        longest = max([*settings.windows_s, 86400 + 900])
+        return cls(redis, settings.namespace, bucket_seconds=settings.bucket_seconds,
+                   retention_s=max(C.DEFAULT_RETENTION_S, 2 * longest),
+                   late_allowance_s=settings.late_allowance_s)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def record(self, articles: Sequence[Mapping[str, Any]]) -> RecordResult:
+        """Count a batch of scored articles in every scope they belong to (idempotent per id).
+
+        :param articles: ``news.scored`` messages, preferably in event-time order.
+        :returns: a :class:`RecordResult`; invalid articles are listed, not raised.
+        """
+        res = RecordResult()
+        parsed: list[Article] = []
+        for i, msg in enumerate(articles):
+            try:
+                parsed.append(parse_article(msg))
+            except InvalidArticle as exc:
+                res.invalid.append((i, exc.reason))
+        if parsed:
+            await self._record(parsed, res)
+        metrics = {"counted": res.counted, "duplicates": res.duplicates, "syndicated": res.syndicated,
+                   "late": res.late, "invalid": len(res.invalid)}
+        if any(metrics.values()):
+            pipe = self.redis.pipeline(transaction=False)
+            for k, v in metrics.items():
+                if v:
+                    pipe.hincrby(C.metrics_key(self.namespace), k, v)
+            await pipe.execute()
+        if res.late:
+            log.info("namespace %s: %d late article(s) counted in their own buckets", self.namespace, res.late)
+        return res
+
+    async def _record(self, parsed: list[Article], res: RecordResult) -> None:
+        ns, s = self.namespace, self.bucket_seconds
+        running = await self.watermark()
+        pipe = self.redis.pipeline(transaction=False)
+        calls: list[tuple[int, str, int]] = []  # (article index in `parsed`, scope, bucket)
+        late_flags: list[bool] = []
+        newest_bucket: dict[str, int] = {}
+        for idx, a in enumerate(parsed):
+            late_flags.append(running is not None and a.ts < running - self.late_allowance_s)
+            running = a.ts if running is None else max(running, a.ts)
+            if a.duplicate_of:
+                res.syndicated += 1
+                continue
+            b = bucket_start(a.ts, s)
+            mv = f"{C.MODEL_VERSION_FIELD_PREFIX}{a.model_version}" if a.model_version else ""
+            # member = [published_at, id, headline]: equal scores order by time, then id (as top_negative)
+            headline = (json.dumps([a.headline["published_at"], a.id, a.headline], sort_keys=True, ensure_ascii=False)
+                        if a.sentiment == "negative" else "")
+            for scope in a.scopes:
+                await self._script(
+                    keys=[C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b)],
+                    args=[a.id, a.sentiment, a.score_micro, self.retention_s, mv, headline, C.TOP_K],
+                    client=pipe,
+                )
+                calls.append((idx, scope, b))
+                newest_bucket[scope] = max(newest_bucket.get(scope, b), b)
+        for scope, b in newest_bucket.items():
+            pipe.zadd(C.ns_key(ns, C.SCOPES_KEY), {scope: b}, gt=True)
+        ev = C.ns_key(ns, C.EVENT_TIME_KEY)
+        pipe.zadd(ev, {C.EVENT_TIME_NEWEST: max(a.ts for a in parsed)}, gt=True)
+        pipe.zadd(ev, {C.EVENT_TIME_OLDEST: min(a.ts for a in parsed)}, lt=True)
+        results = await pipe.execute()
+
+        new_in: dict[int, int] = {}
+        touched: dict[str, set[int]] = {}
+        for (idx, scope, b), r in zip(calls, results[: len(calls)]):
+            if int(r) == 1:
+                new_in[idx] = new_in.get(idx, 0) + 1
+                touched.setdefault(scope, set()).add(b)
+        for idx, a in enumerate(parsed):
+            if a.duplicate_of:
+                continue
+            if new_in.get(idx):
+                res.counted += 1
+                res.late += late_flags[idx]
+            else:
+                res.duplicates += 1
+        res.touched = {sc: sorted(bs) for sc, bs in sorted(touched.items())}
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def watermark(self) -> float | None:
+        """The newest event time recorded in this namespace (epoch seconds), ``None`` before any."""
+        v = await self.redis.zscore(C.ns_key(self.namespace, C.EVENT_TIME_KEY), C.EVENT_TIME_NEWEST)
+        return None if v is None else float(v)
+
+    async def oldest_event(self) -> float | None:
+        """The oldest event time recorded in this namespace (epoch seconds), ``None`` before any."""
+        v = await self.redis.zscore(C.ns_key(self.namespace, C.EVENT_TIME_KEY), C.EVENT_TIME_OLDEST)
+        return None if v is None else float(v)
+
+    async def scopes(self) -> list[str]:
+        """Every scope seen in this namespace, sorted by name."""
+        return sorted(await self.scope_activity())
+
+    async def scope_activity(self) -> dict[str, int]:
+        """Scope -> start of the newest bucket that received an article (for the detector)."""
+        rows = await self.redis.zrange(C.ns_key(self.namespace, C.SCOPES_KEY), 0, -1, withscores=True)
+        return {_s(m): int(sc) for m, sc in rows}
+
+    async def metrics(self) -> dict[str, int]:
+        """Counters of this namespace: ``counted``, ``duplicates``, ``syndicated``, ``late``, ``invalid``."""
+        raw = await self.redis.hgetall(C.metrics_key(self.namespace))
+        got = {_s(k): int(v) for k, v in raw.items()}
+        return {k: got.get(k, 0) for k in C.METRIC_FIELDS}
+
+    async def bucket_series(self, scope: str, start_ts: float, end_ts: float, *,
+                            versions: bool = False) -> BucketSeries:
+        """Raw per-bucket counters of ``scope`` for the buckets in ``[start_ts, end_ts)``.
+
+        :param scope: a scope (normalised by :func:`alerts.windows.normalize_scope`).
+        :param start_ts: first bucket's start (rounded down to a boundary).
+        :param end_ts: end, exclusive (rounded up to a boundary).
+        :param versions: also read the per-model-version counts (slower; otherwise ``mv`` is empty).
+        """
+        s = self.bucket_seconds
+        scope = normalize_scope(scope)
+        start, end = bucket_start(start_ts, s), bucket_ceil(end_ts, s)
+        if end < start:
+            raise ValueError("end_ts is before start_ts")
+        nb = (end - start) // s
+        if nb > MAX_SERIES_BUCKETS:
+            raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
+        rows: list[dict] = []
+        chunk = 2000
+        for off in range(0, nb, chunk):
+            keys = [C.bucket_key(self.namespace, scope, b)
+                    for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
+            if versions:
+                pipe = self.redis.pipeline(transaction=False)
+                for k in keys:
+                    pipe.hgetall(k)
+                for raw in await pipe.execute():
+                    row: dict = {f: 0 for f in C.BUCKET_FIELDS}
+                    row["mv"] = {}
+                    for k, v in raw.items():
+                        k = _s(k)
+                        if k.startswith(C.MODEL_VERSION_FIELD_PREFIX):
+                            row["mv"][k[len(C.MODEL_VERSION_FIELD_PREFIX):]] = int(v)
+                        elif k in row:
+                            row[k] = int(v)
+                    rows.append(row)
+            else:
+                raw = _s(await self._series(keys=keys, args=[]))
+                vals = [int(v) for v in raw.split(",")] if raw else []
+                for i in range(0, len(vals), 5):
+                    rows.append({"n": vals[i], "negative": vals[i + 1], "positive": vals[i + 2],
+                                 "neutral": vals[i + 3], "sum_sentiment_score_micro": vals[i + 4], "mv": {}})
+        return BucketSeries(scope, start, s, rows)
+
+    async def stats(self, scope: str, end_ts: float, window_s: int) -> WindowStats:
+        """Counts of ``scope`` over the window ``[end - window_s, end)``.
+
+        :param scope: e.g. ``all``, ``topic:Earnings``, ``ticker:AAPL``.
+        :param end_ts: window end, event time (rounded up to a bucket boundary).
+        :param window_s: window width, a multiple of the bucket width.
+        :returns: :class:`WindowStats` (``negative_rate``/``mean_score`` ``None`` when empty).
+        """
+        start, end = window_bounds(end_ts, window_s, self.bucket_seconds)
+        series = await self.bucket_series(scope, start, end, versions=True)
+        return series.window(start, end, with_versions=True)
+
+    async def window_stats(self, scope: str, end_ts: float,
+                           windows_s: Sequence[int] = C.DEFAULT_WINDOWS_S) -> dict[int, WindowStats]:
+        """Counts of ``scope`` over several windows ending at the same time (one read).
+
+        :param scope: the scope.
+        :param end_ts: window end, event time (rounded up to a bucket boundary).
+        :param windows_s: window widths (``Settings.windows_s``; default 15 min, 1 h, 24 h).
+        :returns: width -> :class:`WindowStats` (without model versions).
+        """
+        ws = [check_window(w, self.bucket_seconds) for w in windows_s]
+        if not ws:
+            return {}
+        _, end = window_bounds(end_ts, max(ws), self.bucket_seconds)
+        series = await self.bucket_series(scope, end - max(ws), end)
+        return {w: series.window(end - w, end) for w in ws}
+
+    async def top_negative(self, scope: str, end_ts: float, window_s: int, k: int = C.TOP_K) -> list[dict]:
+        """The ``k`` most negative headlines (sentiment ``negative``) of a window.
+
+        :param scope: the scope.
+        :param end_ts: window end, event time (rounded up to a bucket boundary).
+        :param window_s: window width, a multiple of the bucket width.
+        :param k: how many (at most :data:`alerts.constants.TOP_K` are kept per bucket).
+        :returns: dicts with ``title``, ``url``, ``source``, ``published_at``, ``sentiment_score``
+            and ``id``, most negative first (ties: older first, then id).
+        """
+        scope = normalize_scope(scope)
+        start, end = window_bounds(end_ts, window_s, self.bucket_seconds)
+        pipe = self.redis.pipeline(transaction=False)
+        for b in range(start, end, self.bucket_seconds):
+            pipe.zrange(C.top_negative_key(self.namespace, scope, b), 0, k - 1, withscores=True)
+        items = []
+        for rows in await pipe.execute():
+            for member, score in rows:
+                published_at, aid, h = json.loads(_s(member))
+                items.append((int(score), published_at, aid, h))
+        items.sort(key=lambda t: t[:3])
+        return [t[3] for t in items[:k]]
+
+    async def timeseries(self, scope: str, start_ts: float, end_ts: float, *, step_s: int,
+                         window_s: int, with_versions: bool = False) -> list[dict]:
+        """Rolling-window statistics of ``scope`` at regular window ends (dashboards, backtests).
+
+        Long ranges are read in chunks, so a year of minute buckets is fine.
+
+        :param scope: the scope.
+        :param start_ts: first window end (rounded up to a bucket boundary).
+        :param end_ts: last window end, inclusive (rounded up to a bucket boundary).
+        :param step_s: distance between window ends, a multiple of the bucket width.
+        :param window_s: window width, a multiple of the bucket width.
+        :param with_versions: include ``model_versions`` (slower).
+        :returns: one :meth:`WindowStats.as_dict` per window end, oldest first (at most
+            :data:`MAX_TIMESERIES_POINTS`).
+        """
+        s = self.bucket_seconds
+        step = check_window(step_s, s)
+        w = check_window(window_s, s)
+        first, last = bucket_ceil(start_ts, s), bucket_ceil(end_ts, s)
+        if last < first:
+            raise ValueError("end_ts is before start_ts")
+        ends = range(first, last + 1, step)
+        if len(ends) > MAX_TIMESERIES_POINTS:
+            raise ValueError(f"{len(ends)} points requested, more than {MAX_TIMESERIES_POINTS}; use a larger step")
+        per_chunk = max(1, 20_000 // (step // s))
+        out: list[dict] = []
+        for i in range(0, len(ends), per_chunk):
+            chunk = ends[i:i + per_chunk]
+            series = await self.bucket_series(scope, chunk[0] - w, chunk[-1], versions=with_versions)
+            for e in chunk:
+                d = series.window(e - w, e, with_versions=with_versions).as_dict()
+                if not with_versions:
+                    del d["model_versions"]
+                out.append(d)
+        return out
+
+
+async def delete_namespace(redis: Any, namespace: str, *, batch: int = 500, allow_live: bool = False) -> int:
+    """Delete every key of a namespace (e.g. a finished backtest).
+
+    :param redis: a ``redis.asyncio.Redis``.
+    :param namespace: the namespace whose ``finpulse:<namespace>:*`` keys are removed.
+    :param batch: keys per pipelined round of single-key ``UNLINK`` (Redis Cluster safe).
+    :param allow_live: must be ``True`` to delete the ``live`` namespace.
+    :returns: number of keys removed.
+    """
+    if namespace == "live" and not allow_live:
+        raise ValueError("refusing to delete the live namespace (pass allow_live=True)")
+    pattern = f"{C.prefix(namespace)}:*"
+    removed = 0
+    buf: list = []
+
+    async def drain() -> int:
+        pipe = redis.pipeline(transaction=False)
+        for k in buf:
+            pipe.unlink(k)
+        n = sum(int(x) for x in await pipe.execute())
+        buf.clear()
+        return n
+
+    async for key in redis.scan_iter(match=pattern, count=batch):
+        buf.append(key)
+        if len(buf) >= batch:
+            removed += await drain()
+    if buf:
+        removed += await drain()
+    return removed

@@ -1,0 +1,222 @@
+"""``finpulse demo``: the whole pipeline on one machine, with a spike that fires a real alert.
+
+Starts the embedded stack (unless ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL`` are set),
+a local webhook receiver that verifies every signature, and a ``finpulse worker`` process; then
+replays the bundled sample (``data/demo/sample.jsonl``: ~400 real headlines with assigned event
+times and a burst of negative oil news) and prints scored headlines and alerts as they flow.
+The demo namespace uses one partition, so event time is totally ordered and the run is repeatable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .settings import REPO_ROOT, Settings
+
+DEMO_SAMPLE = REPO_ROOT / "data" / "demo" / "sample.jsonl"
+SECRET_ENV = "FINPULSE_DEMO_WEBHOOK_SECRET"
+
+
+class WebhookReceiver:
+    """A local HTTP server that receives alerts and verifies their Standard Webhooks signature.
+
+    :param secret: the endpoint secret the worker signs with.
+    :param on_alert: called with ``(alert, webhook_id, verified: bool)`` for every request.
+    """
+
+    def __init__(self, secret: str, on_alert):
+        self.secret = secret
+        self.on_alert = on_alert
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="demo-receiver", daemon=True)
+        self._loop = None
+        self._runner = None
+
+    def start(self) -> "WebhookReceiver":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("webhook receiver did not start")
+        return self
+
+    def _serve(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        from alerts.signing import verify
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            try:
+                wid = verify(body, request.headers, self.secret)
+                self.on_alert(json.loads(body), wid, True)
+                return web.Response(status=204)
+            except Exception:  # noqa: BLE001 - report and refuse
+                self.on_alert(None, request.headers.get("webhook-id", "?"), False)
+                return web.Response(status=401)
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_post("/hook", handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.url = f"http://127.0.0.1:{port}/hook"
+            self._ready.set()
+            while True:
+                await asyncio.sleep(3600)
+
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(main())
+        except RuntimeError:
+            pass  # loop stopped
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _rules_with_endpoint(url: str) -> str:
+    base = (REPO_ROOT / "config" / "rules.toml").read_text()
+    return base + f"""
+[[endpoints]]
+name = "demo-receiver"
+url = "{url}"
+secret_env = "{SECRET_ENV}"
+format = "json"
+min_severity = "info"
+timeout = "5s"
+"""
+
+
+def _fmt_time(ts: str) -> str:
+    return ts[11:16]
+
+
+def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False, timeout_s: float = 170.0) -> dict:
+    """Run the demo; returns the summary (``processed``, ``alerts``, ``webhooks_verified``, ``ok``).
+
+    :param once: stop after the sample is processed and its alerts delivered (or ``timeout_s``).
+    :param sample: JSONL of ``news.raw`` messages (default: the bundled sample).
+    :param quiet: do not print each scored headline.
+    :param timeout_s: longest wait in ``once`` mode.
+    """
+    from kafka import KafkaConsumer
+
+    from .producer import NewsProducer, ensure_topics
+    from .stack import EmbeddedStack
+
+    sample_path = Path(sample) if sample else DEMO_SAMPLE
+    messages = [json.loads(line) for line in sample_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    received: list[tuple[dict | None, str, bool]] = []
+    lock = threading.Lock()
+
+    def on_alert(alert, wid, ok):
+        with lock:
+            received.append((alert, wid, ok))
+        if alert is not None:
+            say(f"  >> webhook {wid} received, signature {'VERIFIED' if ok else 'INVALID'}: "
+                f"{alert['status']} {alert['severity']} {alert['scope']}")
+        else:
+            say(f"  >> webhook {wid} REFUSED: bad signature")
+
+    t0 = time.monotonic()
+    with EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
+                       redis_url=os.environ.get("FINPULSE_REDIS_URL", "")) as stack:
+        ns = f"demo-{int(time.time())}"
+        settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, namespace=ns,
+                            partitions=1)
+        ensure_topics(settings, settings.all_topics())
+        receiver = WebhookReceiver(secret, on_alert).start()
+        workdir = Path(tempfile.mkdtemp(prefix="finpulse-demo-"))
+        rules = workdir / "rules.toml"
+        rules.write_text(_rules_with_endpoint(receiver.url))
+        env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
+               "FINPULSE_NAMESPACE": ns, "FINPULSE_PARTITIONS": "1", "FINPULSE_RULES_FILE": str(rules),
+               SECRET_ENV: secret, "PYTHONUNBUFFERED": "1"}
+        log_path = workdir / "worker.log"
+        say(f"finpulse demo: kafka={stack.kafka_bootstrap} redis={stack.redis_url} namespace={ns}")
+        say(f"  webhook receiver {receiver.url}; worker log {log_path}")
+        with open(log_path, "ab") as logf:
+            worker = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "--log-level", "info", "worker"],
+                                      env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        consumer = KafkaConsumer(settings.topic(settings.topic_scored), settings.topic(settings.topic_dlq),
+                                 settings.topic(settings.topic_alerts), bootstrap_servers=stack.kafka_bootstrap,
+                                 group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+                                 consumer_timeout_ms=500)
+        try:
+            with NewsProducer(settings, create_topics=False) as producer:
+                produced = producer.send_many(messages)
+            say(f"replayed {produced} headlines into {settings.topic(settings.topic_raw)} "
+                f"(event time {messages[0]['published_at']} .. {messages[-1]['published_at']})")
+            scored = dead = 0
+            alerts: dict[str, dict] = {}
+            deadline = time.monotonic() + timeout_s
+            settled_since = None
+            while True:
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    for rec in records:
+                        msg = json.loads(rec.value)
+                        if tp.topic == settings.topic(settings.topic_scored):
+                            scored += 1
+                            if not quiet:
+                                say(f"{_fmt_time(msg['published_at'])} {msg['sentiment'][:3]:3s} "
+                                    f"{msg['sentiment_score']:+.2f} {msg['topic'][:26]:26s} {msg['title'][:80]}")
+                        elif tp.topic == settings.topic(settings.topic_dlq):
+                            dead += 1
+                            say(f"DLQ {msg['reason']}")
+                        else:
+                            key = f"{msg['alert_id']}.{msg['status']}.{msg['severity']}"
+                            if key not in alerts:
+                                alerts[key] = msg
+                                say(f"*** ALERT {msg['status'].upper()} [{msg['severity']}] {msg['rule']} "
+                                    f"scope={msg['scope']} window={_fmt_time(msg['window_start'])}-"
+                                    f"{_fmt_time(msg['window_end'])} negative {msg['negative_count']}/{msg['count']} "
+                                    f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
+                                for h in msg.get("top_headlines", [])[:3]:
+                                    say(f"      {h['sentiment_score']:+.2f} {h['title'][:90]}")
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with code {worker.returncode}; see {log_path}")
+                with lock:
+                    verified = sum(1 for _, _, ok in received if ok)
+                done = scored + dead >= produced and verified >= len(alerts) > 0
+                if once and done:
+                    settled_since = settled_since or time.monotonic()
+                    if time.monotonic() - settled_since > 3:  # let late alert records arrive
+                        break
+                if once and time.monotonic() > deadline:
+                    say("timed out waiting for the pipeline; see the worker log")
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            consumer.close()
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            receiver.stop()
+    with lock:
+        verified = sum(1 for _, _, ok in received if ok)
+        bad = sum(1 for _, _, ok in received if not ok)
+    summary = {"processed": scored + dead, "scored": scored, "dead_lettered": dead, "alerts": len(alerts),
+               "webhooks_verified": verified, "webhooks_refused": bad, "seconds": round(time.monotonic() - t0, 1)}
+    summary["ok"] = (summary["processed"] == len(messages) and summary["alerts"] >= 1
+                     and verified == len(alerts) and bad == 0)
+    return summary

@@ -1,0 +1,60 @@
+"""Wiring of webhook delivery into the worker: enqueue from the ``alerts`` topic, deliver in a task.
+
+Delivery runs in its own asyncio task with its own HTTP session, never in the classify path; its
+state (due times, attempts) is in Redis (:mod:`alerts.delivery`), so a restart resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("finpulse.delivery")
+
+_service: "DeliveryService | None" = None
+
+
+class DeliveryService:
+    """Queue + deliverer of one worker process.
+
+    :param services: the worker's :class:`stream.services.Services`.
+    """
+
+    def __init__(self, services, redis, config):
+        from alerts.delivery import DeliveryQueue
+
+        self.services = services
+        self.config = config
+        self.queue = DeliveryQueue(redis, services.settings.namespace)
+        self.stop_event = asyncio.Event()
+
+    async def enqueue(self, alert: dict) -> list[str]:
+        """Queue ``alert`` for every endpoint whose filters accept it (idempotent per webhook-id)."""
+        queued = await self.queue.enqueue(alert, self.config.endpoints)
+        if queued:
+            log.info("alert %s %s queued for %s", alert.get("alert_id"), alert.get("status"), ", ".join(queued))
+        return queued
+
+    async def run(self, on_dead) -> None:
+        """Deliver due webhooks until :meth:`stop`; ``on_dead`` receives final failures."""
+        import aiohttp
+
+        from alerts.delivery import Deliverer
+
+        if not self.config.endpoints:
+            log.info("no webhook endpoints configured; alerts stay on the alerts topic")
+            return
+        async with aiohttp.ClientSession() as session:
+            deliverer = Deliverer(self.queue, self.config.endpoints, session, on_dead, policy=self.config.retry)
+            await deliverer.run_forever(self.stop_event, poll_s=0.5)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+async def delivery_service(services) -> DeliveryService:
+    """The process-wide :class:`DeliveryService` (created on first use)."""
+    global _service
+    if _service is None:
+        _service = DeliveryService(services, await services.redis(), services.alerts_config())
+    return _service

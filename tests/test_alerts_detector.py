@@ -1,0 +1,212 @@
+"""Detector on a real Redis: event-time closing, batch-split independence, at-least-once emission."""
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from alerts.detector import Detector
+from alerts.rules import Level, Rule, make_alert_id
+from alerts.store import WindowStore
+from alerts.windows import format_time, parse_time
+
+pytestmark = pytest.mark.asyncio
+
+T0 = int(parse_time("2026-01-05T00:00:00Z"))
+MIN = 60
+CLOCK = 1767700000.0
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "schemas" / "alert.json").read_text())
+
+RULES = (
+    Rule(name="market", scope_type="all", short_window_s=900, baseline_window_s=3600, min_count=20,
+         levels=(Level("warning", 0.5), Level("critical", 0.7)), resolve_below=0.35, resolve_hold_s=300,
+         cooldown_s=600),
+    Rule(name="ticker", scope_type="ticker", short_window_s=900, baseline_window_s=3600, min_count=5,
+         levels=(Level("warning", 0.6),), min_lift=0.15, resolve_below=0.45, resolve_hold_s=300, cooldown_s=600),
+)
+
+
+def art(i, ts, sentiment, tickers=(), **extra):
+    score = {"negative": -0.9, "positive": 0.8, "neutral": 0.05}[sentiment]
+    return {"id": f"a{i}", "published_at": format_time(ts), "title": f"headline {i}", "url": f"https://n.test/{i}",
+            "source": "wire", "topic": "Macro", "sentiment": sentiment, "sentiment_score": score - (i % 7) / 100,
+            "tickers": list(tickers), "model_version": "m1", **extra}
+
+
+def history(minutes=150, spike=(90, 105), seed=7, gap=(30, 3 * 3600)):
+    """Event-time ordered headlines: 25 % negative, a quiet gap of 3 h after minute 30, then a
+    15-minute burst at 85 % with AAPL in it."""
+    rng = random.Random(seed)
+    out = []
+    for m in range(minutes):
+        t_m = T0 + m * MIN + (gap[1] if m >= gap[0] else 0)
+        burst = spike[0] <= m < spike[1]
+        for j in range(6 if burst else 4):
+            neg = rng.random() < (0.85 if burst else 0.25)
+            sent = "negative" if neg else rng.choice(["neutral", "positive"])
+            tickers = ["AAPL"] if burst and j % 2 == 0 else (["MSFT"] if rng.random() < 0.3 else [])
+            ts = t_m + j * 9 + rng.random() * 5
+            out.append(art(len(out), ts, sent, tickers))
+            if j == 1 and m % 10 == 0:  # a syndicated copy now and then
+                out.append(art(len(out), ts + 0.5, sent, tickers, duplicate_of=out[-1]["id"]))
+    return out
+
+
+def split(items, sizes):
+    out, i = [], 0
+    for n in sizes:
+        if i >= len(items):
+            break
+        out.append(items[i:i + n])
+        i += n
+    if i < len(items):
+        out.append(items[i:])
+    return out
+
+
+async def replay(redis, ns, batches, evaluate_every=1):
+    store = WindowStore(redis, ns)
+    det = Detector(store, RULES, clock=lambda: CLOCK)
+    emitted = []
+    for k, batch in enumerate(batches):
+        await store.record(batch)
+        if k % evaluate_every == 0:
+            got = await det.evaluate()
+            emitted += got
+            await det.mark_emitted(got)
+    got = await det.flush()
+    emitted += got
+    await det.mark_emitted(got)
+    return [{k: v for k, v in a.items() if k != "namespace"} for a in emitted]
+
+
+async def test_batch_split_independence(redis_client):
+    arts = history()
+    rng = random.Random(3)
+    reference = await replay(redis_client, "one-batch", [arts])
+    kinds = [(a["rule"], a["scope"], a["status"], a["severity"]) for a in reference]
+    assert ("market", "all", "fired", "warning") in kinds and ("market", "all", "fired", "critical") in kinds
+    assert ("market", "all", "resolved", "critical") in kinds and ("ticker", "ticker:AAPL", "fired", "warning") in kinds
+    assert not any(a["scope"] == "ticker:MSFT" for a in reference)
+    variants = {
+        "random-1-50": split(arts, [rng.randint(1, 50) for _ in range(len(arts))]),
+        "random-1-5": split(arts, [rng.randint(1, 5) for _ in range(len(arts))]),
+        "per-minute": split(arts, [4] * len(arts)),
+    }
+    for ns, batches in variants.items():
+        assert await replay(redis_client, ns, batches) == reference, ns
+    # evaluating only now and then (a busy worker) changes nothing either
+    assert await replay(redis_client, "sparse-eval", variants["random-1-5"], evaluate_every=17) == reference
+
+
+async def test_bucket_is_evaluated_only_once_closed(redis_client):
+    store = WindowStore(redis_client, "t")
+    rule = Rule(name="r", scope_type="all", short_window_s=300, baseline_window_s=3600, min_count=5,
+                levels=(Level("warning", 0.5),), resolve_below=0.3)
+    det = Detector(store, [rule], clock=lambda: CLOCK)
+    await store.record([art(i, T0 + 3600 + i, "negative") for i in range(8)])
+    assert await det.evaluate() == []          # bucket [T0+3600, T0+3660) still open
+    assert await det.cursor() is None          # nothing evaluated yet
+    await store.record([art(100, T0 + 3660, "neutral")])
+    got = await det.evaluate()                 # an event at T0+3660 closes it
+    assert [(a["status"], a["window_end"], a["count"], a["negative_count"]) for a in got] == [
+        ("fired", format_time(T0 + 3660), 8, 8)]
+    assert got[0]["alert_id"] == make_alert_id("r", "all", T0 + 3360, T0 + 3660)
+
+
+async def test_close_delay(redis_client):
+    store = WindowStore(redis_client, "t")
+    det = Detector(store, RULES, close_delay_s=120)
+    await store.record([art(1, T0, "neutral"), art(2, T0 + 150, "neutral")])
+    await det.evaluate()
+    assert await det.cursor() is None          # watermark T0+150 - 120 s < T0+60: nothing closed
+    await store.record([art(3, T0 + 181, "neutral")])
+    await det.evaluate()
+    assert await det.cursor() == T0 + 60
+
+
+async def test_pending_until_marked_emitted(redis_client):
+    """At-least-once: a crash between producing and acknowledging returns the same records."""
+    arts = history()
+    store = WindowStore(redis_client, "t")
+    det = Detector(store, RULES, clock=lambda: CLOCK)
+    await store.record(arts)
+    first = await det.evaluate()
+    assert first
+    restarted = Detector(WindowStore(redis_client, "t"), RULES, clock=lambda: CLOCK + 999)
+    assert await restarted.evaluate() == first  # same records, same ids, original created_at
+    assert await restarted.mark_emitted(first[:2]) == 2
+    assert await restarted.pending() == first[2:]
+    assert await restarted.mark_emitted([a["event_id"] for a in first[2:]]) == len(first) - 2
+    assert await restarted.evaluate() == []
+    # redelivered input is not counted again and cannot create a second alert
+    res = await store.record(arts)
+    assert res.counted == 0 and res.duplicates == len(arts) - res.syndicated
+    assert await restarted.evaluate() == []
+
+
+async def test_records_match_schema_and_list_top_headlines(redis_client):
+    arts = history()
+    alerts = await replay(redis_client, "t", [arts])
+    validator = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
+    for a in alerts:
+        validator.validate({**a, "namespace": "t"})
+        heads = a["top_headlines"]
+        assert len(heads) <= 5
+        assert [h["sentiment_score"] for h in heads] == sorted(h["sentiment_score"] for h in heads)
+    fired = next(a for a in alerts if a["status"] == "fired" and a["rule"] == "market")
+    assert len(fired["top_headlines"]) == 5
+    assert fired["event_id"] == f"{fired['alert_id']}.fired.{fired['severity']}"
+    assert fired["model_version"] == "m1" and fired["spike_test"] == "wilson"
+    assert fired["wilson_lower"] >= fired["statistic_threshold"] and fired["negative_rate"] >= fired["threshold"]
+    assert fired["created_at"] == format_time(CLOCK)
+    resolved = next(a for a in alerts if a["status"] == "resolved" and a["rule"] == "market")
+    assert resolved["alert_id"] == fired["alert_id"] and resolved["fired_window_end"] == fired["window_end"]
+    assert resolved["negative_rate"] < 0.35
+
+
+async def test_tick_resolves_when_news_is_quiet(redis_client):
+    store = WindowStore(redis_client, "live")
+    det = Detector(store, RULES[:1], clock=lambda: CLOCK)
+    await store.record([art(i, T0 + 70 * MIN + i, "negative") for i in range(30)] + [art(99, T0 + 71 * MIN, "neutral")])
+    fired = await det.evaluate()
+    assert [a["status"] for a in fired] == ["fired"]
+    await det.mark_emitted(fired)
+    assert await det.evaluate() == []          # no new news: the watermark does not move
+    resolved = await det.tick(now=T0 + 101 * MIN)
+    # the burst leaves the 15-min window at 86 min (calm), hold 5 min -> resolved at 91 min
+    assert [(a["status"], a["window_end"]) for a in resolved] == [("resolved", format_time(T0 + 91 * MIN))]
+    assert resolved[0]["alert_id"] == fired[0]["alert_id"]
+    assert await det.open_alerts() == []
+
+
+async def test_detector_state_is_per_namespace(redis_client):
+    arts = history()
+    await replay(redis_client, "bt-a", [arts])
+    det_b = Detector(WindowStore(redis_client, "bt-b"), RULES)
+    assert await det_b.pending() == [] and await det_b.states() == {} and await det_b.cursor() is None
+    keys = [k.decode() for k in await redis_client.keys("*{det}*")]
+    assert keys and all(k.startswith("finpulse:bt-a:{det}:") for k in keys)
+
+
+async def test_stray_old_event_is_crossed_quickly(redis_client):
+    store = WindowStore(redis_client, "t")
+    det = Detector(store, RULES, clock=lambda: CLOCK)
+    await store.record([art(0, T0 - 60 * 86400, "negative", ["AAPL"])])
+    await store.record(history())
+    started = time.monotonic()
+    got = await det.evaluate()
+    assert time.monotonic() - started < 5
+    assert ("market", "fired") in {(a["rule"], a["status"]) for a in got}
+    assert await det.cursor() == int(await store.watermark()) // MIN * MIN
+
+
+async def test_rule_windows_are_validated(redis_client):
+    store = WindowStore(redis_client, "t", retention_s=86400)
+    with pytest.raises(ValueError):
+        Detector(store, [Rule(name="r", scope_type="all", short_window_s=90)])
+    with pytest.raises(ValueError):
+        Detector(store, [Rule(name="r", scope_type="all")])  # 15 min + 24 h > 1 day retention

@@ -1,0 +1,180 @@
+"""End-to-end pipeline tests: real Tansu broker, real redis-server, real worker processes, real model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import redis
+
+from alerts.store import WindowStore
+from alerts.windows import scopes_for
+from finpulse.settings import Settings
+from models.data import load_split
+
+from .support import Worker, consume, create_topics, produce, wait_for, worker_env
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2024, 5, 6, 9, 0, tzinfo=timezone.utc)
+
+
+def raw_messages(n: int, offset: int = 0) -> list[dict]:
+    texts = [e.text for e in load_split("sentiment", "valid")][offset:offset + n]
+    return [{"id": f"e2e-{offset + i}", "title": t, "source": "test",
+             "published_at": (START + timedelta(seconds=30 * i)).isoformat().replace("+00:00", "Z")}
+            for i, t in enumerate(texts)]
+
+
+def encode(msgs):
+    return [json.dumps(m).encode() for m in msgs]
+
+
+async def scope_counts(redis_url: str, ns: str, scopes: list[str]) -> dict[str, tuple[int, int, int]]:
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url)
+    store = WindowStore(r, ns)
+    end = int((START + timedelta(days=1)).timestamp())
+    out = {}
+    for sc in scopes:
+        st = await store.stats(sc, end, 2 * 86400)
+        out[sc] = (st.n, st.negative, st.positive)
+    await r.aclose()
+    return out
+
+
+def expected_counts(scored: list[dict]) -> dict[str, tuple[int, int, int]]:
+    n, neg, pos = Counter(), Counter(), Counter()
+    for m in {m["id"]: m for m in scored}.values():
+        for sc in scopes_for(m):
+            n[sc] += 1
+            neg[sc] += m["sentiment"] == "negative"
+            pos[sc] += m["sentiment"] == "positive"
+    return {sc: (n[sc], neg[sc], pos[sc]) for sc in n}
+
+
+def redis_metric(redis_url: str, ns: str, field: str) -> int:
+    from alerts.constants import metrics_key
+
+    v = redis.Redis.from_url(redis_url).hget(metrics_key(ns), field)
+    return int(v or 0)
+
+
+@pytest.fixture
+def ns_settings(stack, namespace):
+    s = Settings(namespace=namespace, kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
+    create_topics(stack.kafka_bootstrap, s.all_topics(), s.partitions)
+    return s
+
+
+def test_end_to_end_200_messages(stack, ns_settings, tmp_path):
+    s = ns_settings
+    msgs = raw_messages(200)
+    worker = Worker(worker_env(stack, s.namespace), tmp_path / "worker.log")
+    try:
+        produce(s.kafka_bootstrap, s.topic(s.topic_raw), encode(msgs), [m["id"].encode() for m in msgs])
+        scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=200, timeout=120)
+        assert sorted(m["id"] for m in scored) == sorted(m["id"] for m in msgs)
+        for m in scored:
+            for field in ("topic", "topic_score", "topics_top3", "sentiment", "sentiment_probs",
+                          "sentiment_score", "tickers", "model_version", "classified_at", "published_at"):
+                assert field in m, field
+            assert abs(m["sentiment_score"] - (m["sentiment_probs"]["positive"] - m["sentiment_probs"]["negative"])) < 1e-5
+        expected = expected_counts(scored)
+        assert expected["all"][0] == 200
+        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted") >= 200, 60, what="aggregation")
+        got = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
+        assert got == expected
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.log()
+
+
+def test_redelivery_after_crash_does_not_double_count(stack, ns_settings, tmp_path):
+    s = ns_settings
+    msgs = raw_messages(120, offset=300)
+    # commits effectively disabled: the crash below happens before any offset is committed
+    env = worker_env(stack, s.namespace, FINPULSE_COMMIT_INTERVAL_S=3600, FINPULSE_COMMIT_EVERY=100000)
+    first = Worker(env, tmp_path / "w1.log")
+    produce(s.kafka_bootstrap, s.topic(s.topic_raw), encode(msgs), [m["id"].encode() for m in msgs])
+    try:
+        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted") >= 120, 120, what="first pass")
+    finally:
+        first.kill()  # SIGKILL before any commit: everything will be redelivered
+    scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=120, timeout=30)
+    expected = expected_counts(scored)
+    before = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
+    assert before == expected
+
+    second = Worker(worker_env(stack, s.namespace), tmp_path / "w2.log")
+    try:
+        # the restarted worker re-reads all 120 raw messages and re-produces them ...
+        wait_for(lambda: len(consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=240, timeout=5)) >= 240,
+                 120, what="redelivery")
+        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted")
+                 + redis_metric(s.redis_url, s.namespace, "duplicates") >= 240, 60, what="second aggregation")
+    finally:
+        second.stop()
+    after = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
+    assert after == expected  # ... and nothing was counted twice
+
+
+def test_bad_input_goes_to_dlq_and_good_messages_flow(stack, ns_settings, tmp_path):
+    s = ns_settings
+    good = raw_messages(10, offset=600)
+    far_future = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
+    bad = [
+        b"\xff\xfe not utf-8",
+        b"{this is not json",
+        json.dumps({"id": "b1", "published_at": "2024-05-06T09:00:00Z"}).encode(),
+        json.dumps({"id": "b2", "title": "", "published_at": "2024-05-06T09:00:00Z"}).encode(),
+        json.dumps({"id": "b3", "title": "x", "published_at": "not a date"}).encode(),
+        json.dumps({"id": "b4", "title": "x", "published_at": far_future}).encode(),
+        json.dumps({"id": "b5", "title": "x" * 70_000, "published_at": "2024-05-06T09:00:00Z"}).encode(),
+    ]
+    values = encode(good[:5]) + bad + encode(good[5:])
+    worker = Worker(worker_env(stack, s.namespace), tmp_path / "worker.log")
+    try:
+        produce(s.kafka_bootstrap, s.topic(s.topic_raw), values)
+        dead = consume(s.kafka_bootstrap, s.topic(s.topic_dlq), min_count=len(bad), timeout=120)
+        scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=len(good), timeout=60)
+        assert worker.proc.poll() is None, "worker must keep running"
+    finally:
+        worker.stop()
+    codes = sorted(d["reason"].split(":")[0] for d in dead)
+    assert codes == sorted(["not_utf8", "not_json", "missing_title", "missing_title", "bad_time",
+                            "future_event", "oversized"])
+    for d in dead:
+        assert {"reason", "payload", "topic", "partition", "offset"} <= set(d)
+        assert d["topic"] == s.topic(s.topic_raw)
+    assert next(d for d in dead if d["reason"].startswith("not_utf8"))["payload_encoding"] == "base64"
+    assert sorted(m["id"] for m in scored) == sorted(m["id"] for m in good)
+
+
+def test_two_workers_share_partitions_and_totals_are_exact(stack, ns_settings, tmp_path):
+    s = ns_settings
+    msgs = raw_messages(300, offset=1000)
+    env = worker_env(stack, s.namespace)
+    w1 = Worker(env, tmp_path / "w1.log")
+    w2 = Worker(env, tmp_path / "w2.log")
+    try:
+        produce(s.kafka_bootstrap, s.topic(s.topic_raw), encode(msgs), [m["id"].encode() for m in msgs])
+        scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=300, timeout=180)
+        assert {m["id"] for m in scored} == {m["id"] for m in msgs}
+        expected = expected_counts(scored)
+        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted")
+                 + redis_metric(s.redis_url, s.namespace, "duplicates") >= 300, 60, what="aggregation")
+        got = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
+        assert got == expected
+        both = [w for w in (w1, w2) if "classify agent started" in w.log()]
+        assert len(both) == 2
+    finally:
+        w1.stop()
+        w2.stop()
+    # both workers were assigned partitions of news.raw
+    assigned = [w.log().count(s.topic(s.topic_raw)) for w in (w1, w2)]
+    assert all(a > 0 for a in assigned)
