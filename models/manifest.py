@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .exceptions import ManifestError
@@ -24,13 +25,14 @@ def _sha256(path: Path) -> str:
 def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> dict:
     """Read and check ``<model_dir>/manifest.json``.
 
-    :param model_dir: the artifact directory; ``None`` means the bundled model.
+    :param model_dir: the artifact directory; ``None`` means ``$FINPULSE_MODEL_DIR`` if set, else
+        the bundled model.
     :param verify: recompute each file's sha256 and compare it with the manifest.
     :returns: the manifest, with ``_dir`` set to the directory's absolute path.
     :raises ManifestError: missing or malformed manifest, a missing file, a sha256 mismatch, or
         label maps that differ from :mod:`models.labels`.
     """
-    d = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    d = Path(model_dir or os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
     path = d / "manifest.json"
     if not path.is_file():
         raise ManifestError(f"no manifest.json in {d}: train and export a model (finpulse train; finpulse export)")

@@ -1,0 +1,138 @@
+"""The shipped model: manifest checks, batch edge cases, export parity, the fp16 rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import Classifier, InvalidInputError, ManifestError
+from models.manifest import DEFAULT_MODEL_DIR, load_manifest
+
+MODEL_DIR = Path(os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def clf() -> Classifier:
+    return Classifier(MODEL_DIR, device="cpu")
+
+
+def test_manifest_lists_every_file_with_sha256():
+    m = load_manifest(MODEL_DIR)
+    assert {"cpu", "tokenizer"} <= set(m["files"])
+    for entry in m["files"].values():
+        assert len(entry["sha256"]) == 64
+    assert m["opset"] >= 17 and m["outputs"] == ["topic_logits", "sentiment_logits"]
+    total = sum(f.stat().st_size for f in MODEL_DIR.iterdir() if f.is_file())
+    assert total <= 60 * 1024 * 1024, "model files committed to the repo must stay under 60 MB"
+
+
+def test_wrong_sha256_is_refused_with_a_clear_message(tmp_path):
+    bad = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, bad, ignore=shutil.ignore_patterns("checkpoint"))
+    with open(bad / "tokenizer.json", "ab") as fh:
+        fh.write(b" ")
+    with pytest.raises(ManifestError, match=r"sha256 mismatch for tokenizer\.json"):
+        Classifier(bad)
+
+
+def test_missing_manifest_and_label_drift_are_refused(tmp_path):
+    with pytest.raises(ManifestError, match="no manifest.json"):
+        load_manifest(tmp_path)
+    bad = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, bad, ignore=shutil.ignore_patterns("checkpoint"))
+    m = json.loads((bad / "manifest.json").read_text())
+    m["labels"]["sentiment"] = ["positive", "negative", "neutral"]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match="label maps"):
+        load_manifest(bad)
+
+
+def test_result_fields_and_scores(clf):
+    (r,) = clf.classify(["Fed raises rates by 75 basis points"])
+    assert set(r) >= {"topic", "topic_score", "topics_top3", "sentiment", "sentiment_probs", "sentiment_score",
+                      "model_version"}
+    assert len(r["topics_top3"]) == 3 and r["topics_top3"][0]["topic"] == r["topic"]
+    assert r["topics_top3"][0]["score"] >= r["topics_top3"][1]["score"] >= r["topics_top3"][2]["score"]
+    assert sum(r["sentiment_probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    p = r["sentiment_probs"]
+    assert r["sentiment_score"] == pytest.approx(p["positive"] - p["negative"], abs=1e-5)
+    assert r["model_version"] == clf.model_version
+
+
+def test_batch_edge_cases_never_crash_the_batch(clf):
+    texts = ["Oil slumps as OPEC dithers", "", "   \n\t", None, 42, "https://t.co/abc", "Apple " * 5000,
+             "Gold rallies"]
+    out = clf.classify(texts)
+    assert len(out) == len(texts)
+    assert "error" in out[1] and "error" in out[2] and "error" in out[5]
+    assert "string" in out[3]["error"] and "string" in out[4]["error"]
+    for i in (0, 6, 7):  # over-long input is truncated (documented), not refused
+        assert "topic" in out[i]
+    with pytest.raises(InvalidInputError):
+        clf.classify("a single string is a mistake")
+    assert clf.classify([]) == []
+
+
+def test_batching_and_length_sorting_do_not_change_results(clf):
+    texts = ["Fed hikes", "Apple beats on revenue and raises its full-year guidance as iPhone demand holds",
+             "Oil slumps", "Treasury yields climb to a 15-year high after hot CPI print"] * 3
+    one_by_one = [clf.classify([t])[0] for t in texts]
+    batched = clf.classify(texts)
+    # int8 *dynamic* quantisation scales activations per run, so a batch's other rows move the
+    # logits a little; probabilities stay close, and labels agree unless the top two nearly tie
+    for a, b in zip(one_by_one, batched):
+        assert a["sentiment_score"] == pytest.approx(b["sentiment_score"], abs=0.05)
+        assert a["topic_score"] == pytest.approx(b["topic_score"], abs=0.05)
+        top = a["topics_top3"]
+        if top[0]["score"] - top[1]["score"] > 0.1:
+            assert a["topic"] == b["topic"]
+        probs = sorted(a["sentiment_probs"].values())
+        if probs[-1] - probs[-2] > 0.1:
+            assert a["sentiment"] == b["sentiment"]
+
+
+def test_fp16_variant_is_rebuilt_from_the_int8_file(tmp_path, monkeypatch, clf):
+    import models.gpu as gpu
+
+    monkeypatch.setattr(gpu, "CACHE_DIR", tmp_path)
+    fp16 = Classifier(MODEL_DIR, device="cpu", variant="fp16")  # the fp16 graph also runs on CPU
+    assert (tmp_path / f"{fp16.manifest['files']['cpu']['sha256'][:24]}.fp16.onnx").exists()
+    texts = ["Fed raises rates by 75 basis points", "Oil prices slump as demand fears grow",
+             "Apple beats estimates, raises dividend", "ECB holds rates steady"]
+    t8, s8 = clf.logits(texts)
+    t16, s16 = fp16.logits(texts)
+    assert (t8.argmax(1) == t16.argmax(1)).all() and (s8.argmax(1) == s16.argmax(1)).all()
+    assert np.abs(t8 - t16).max() < 0.5 and np.abs(s8 - s16).max() < 0.5
+
+
+torch = pytest.importorskip("torch", reason="the train extra is needed for the export parity test")
+
+
+def test_onnx_fp32_export_matches_pytorch(tmp_path):
+    """The export path used for the shipped model: ONNX fp32 logits == PyTorch logits (< 1e-3)."""
+    from models.export import export_fp32
+    from models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+    from models.normalize import normalize_text
+    from models.tokenize import encode_batch, load_tokenizer
+
+    torch.manual_seed(0)
+    model = MultiTaskClassifier.from_base(base_encoder_dir(), 20, 3).eval()
+    save_checkpoint(model, tmp_path / "ckpt", {"n_topics": 20, "n_sentiments": 3})
+    onnx_path = export_fp32(tmp_path / "ckpt", tmp_path / "model.fp32.onnx")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tok = load_tokenizer(base_encoder_dir() / "tokenizer.json", 128)
+    texts = ["$AAPL beats estimates", "Fed hikes rates by 75bp as inflation stays hot https://t.co/x",
+             "Oil", "Goldman Sachs cuts its S&P 500 target, citing weaker margins and slowing buybacks " * 3]
+    ids, mask, _ = encode_batch(tok, [normalize_text(t) for t in texts])
+    with torch.no_grad():
+        pt_t, pt_s = model(torch.from_numpy(ids), torch.from_numpy(mask))
+    ox_t, ox_s = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert np.abs(pt_t.numpy() - ox_t).max() < 1e-3
+    assert np.abs(pt_s.numpy() - ox_s).max() < 1e-3
