@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from finpulse import rfc3339
 
 from .constants import ALL_SCOPE, SCOPE_TYPES, SCORE_SCALE
 from .exceptions import InvalidArticle
@@ -32,32 +33,23 @@ _SENTIMENTS = ("negative", "positive", "neutral")
 def parse_time(value: Any) -> float:
     """Parse an RFC 3339 timestamp with an explicit offset into epoch seconds.
 
-    Same rules as :func:`stream.messages.parse_time` (kept here so :mod:`alerts` does not import the
-    stream layer).
-
     :param value: e.g. ``"2026-01-05T14:03:00Z"`` or ``"2026-01-05T15:03:00+01:00"``.
     :returns: epoch seconds (float).
     :raises InvalidArticle: ``bad_time`` when not a string, unparsable or without offset.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidArticle("bad_time", f"published_at must be an RFC 3339 string, got {value!r}")
     try:
-        dt = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise InvalidArticle("bad_time", f"published_at is not RFC 3339: {value!r}") from None
-    if dt.tzinfo is None:
-        raise InvalidArticle("bad_time", f"published_at has no UTC offset: {value!r}")
-    return dt.timestamp()
+        return rfc3339.parse(value).timestamp()
+    except ValueError as exc:
+        raise InvalidArticle("bad_time", f"published_at {exc}") from None
 
 
 def format_time(ts: float) -> str:
     """Format epoch seconds as RFC 3339 UTC with a ``Z`` suffix and millisecond precision.
 
     :param ts: epoch seconds.
-    :returns: e.g. ``"2026-01-05T14:03:00.000Z"`` (same format as :func:`stream.messages.format_time`).
+    :returns: e.g. ``"2026-01-05T14:03:00.000Z"``.
     """
-    dt = datetime.fromtimestamp(ts, timezone.utc)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339.format(ts)
 
 
 # --- buckets and windows -------------------------------------------------------------------------

@@ -273,13 +273,38 @@ def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col
 @click.option("--rules", "rules_path", default="config/rules.toml", show_default=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--namespace", default=None, help="default: bt-<hash of file and rules>")
-def backtest(path, rules_path, out_dir, namespace) -> None:
-    """Run a file of history through the real pipeline and write alerts, time series, summary, report."""
-    from finpulse.backtest import run_backtest
+@click.option("--namespace", default=None, help="default: bt-<hash of file and rules>-<time>")
+@click.option("--scored-input", is_flag=True,
+              help="rows are pre-scored (topic, sentiment, sentiment_score): skip the classifier")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="seconds to wait for processing (default 90 + 0.05 per row)")
+@click.option("--keep", is_flag=True, help="keep the namespace's Redis keys afterwards")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--json", "as_json", is_flag=True, help="print the whole summary as JSON")
+@click.option("--title-col", default=None)
+@click.option("--time-col", default=None)
+@click.option("--ticker-col", default=None)
+@click.option("--tz", default="UTC", show_default=True, help="zone of naive and date-only timestamps")
+@click.option("--date-only", type=click.Choice(["start", "end"]), default="start", show_default=True,
+              help="a date-only row is at 00:00 (start) or 23:59:59.999 (end, no look-ahead) of its day")
+def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep, quiet, as_json, title_col,
+             time_col, ticker_col, tz, date_only) -> None:
+    """Run a file of history through the real pipeline and write alerts, time series, summary, report.
 
-    summary = run_backtest(path, rules_path, out_dir, namespace=namespace)
-    click.echo(json.dumps(summary, indent=2))
+    Exits 1 when processing did not complete in time (or nothing could be produced).
+    """
+    from finpulse.backtest import BacktestError, run_backtest, summary_line
+
+    cols = {k: v for k, v in dict(title_col=title_col, time_col=time_col, ticker_col=ticker_col).items()
+            if v is not None}
+    try:
+        summary = run_backtest(path, rules_path, out_dir, namespace=namespace, scored_input=scored_input,
+                               timeout_s=timeout_s, keep=keep, progress=not quiet, tz=tz, date_only=date_only,
+                               **cols)
+    except BacktestError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(summary, indent=2) if as_json else summary_line(summary))
+    sys.exit(0 if summary["ok"] else 1)
 
 
 def _with_stack(settings, need_redis: bool = True):

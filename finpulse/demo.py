@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from .settings import REPO_ROOT, Settings
+from .settings import REPO_ROOT
 
 DEMO_SAMPLE = REPO_ROOT / "data" / "demo" / "sample.jsonl"
 SECRET_ENV = "FINPULSE_DEMO_WEBHOOK_SECRET"
@@ -114,10 +111,8 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
     :param quiet: do not print each scored headline.
     :param timeout_s: longest wait in ``once`` mode.
     """
-    from kafka import KafkaConsumer
-
     from .producer import NewsProducer, ensure_topics
-    from .stack import EmbeddedStack
+    from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
 
     sample_path = Path(sample) if sample else DEMO_SAMPLE
     messages = [json.loads(line) for line in sample_path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -136,29 +131,21 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
             say(f"  >> webhook {wid} REFUSED: bad signature")
 
     t0 = time.monotonic()
-    with EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
-                       redis_url=os.environ.get("FINPULSE_REDIS_URL", "")) as stack:
+    with stack_from_env() as stack:
         ns = f"demo-{int(time.time())}"
-        settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, namespace=ns,
-                            partitions=1)
-        ensure_topics(settings, settings.all_topics())
         receiver = WebhookReceiver(secret, on_alert).start()
         workdir = Path(tempfile.mkdtemp(prefix="finpulse-demo-"))
         rules = workdir / "rules.toml"
         rules.write_text(_rules_with_endpoint(receiver.url))
-        env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
-               "FINPULSE_NAMESPACE": ns, "FINPULSE_PARTITIONS": "1", "FINPULSE_RULES_FILE": str(rules),
-               SECRET_ENV: secret, "PYTHONUNBUFFERED": "1"}
+        settings = run_settings(stack, ns, rules_file=str(rules))
+        ensure_topics(settings, settings.all_topics())
         log_path = workdir / "worker.log"
         say(f"finpulse demo: kafka={stack.kafka_bootstrap} redis={stack.redis_url} namespace={ns}")
         say(f"  webhook receiver {receiver.url}; worker log {log_path}")
-        with open(log_path, "ab") as logf:
-            worker = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "--log-level", "info", "worker"],
-                                      env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        consumer = KafkaConsumer(settings.topic(settings.topic_scored), settings.topic(settings.topic_dlq),
-                                 settings.topic(settings.topic_alerts), bootstrap_servers=stack.kafka_bootstrap,
-                                 group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-                                 consumer_timeout_ms=500)
+        worker = WorkerProcess(settings, log_path, extra_env={SECRET_ENV: secret})
+        consumer = TopicReader(stack.kafka_bootstrap, [settings.topic(settings.topic_scored),
+                                                       settings.topic(settings.topic_dlq),
+                                                       settings.topic(settings.topic_alerts)])
         try:
             with NewsProducer(settings, create_topics=False) as producer:
                 produced = producer.send_many(messages)
@@ -169,29 +156,26 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
             deadline = time.monotonic() + timeout_s
             settled_since = None
             while True:
-                for tp, records in consumer.poll(timeout_ms=500).items():
-                    for rec in records:
-                        msg = json.loads(rec.value)
-                        if tp.topic == settings.topic(settings.topic_scored):
-                            scored += 1
-                            if not quiet:
-                                say(f"{_fmt_time(msg['published_at'])} {msg['sentiment'][:3]:3s} "
-                                    f"{msg['sentiment_score']:+.2f} {msg['topic'][:26]:26s} {msg['title'][:80]}")
-                        elif tp.topic == settings.topic(settings.topic_dlq):
-                            dead += 1
-                            say(f"DLQ {msg['reason']}")
-                        else:
-                            key = f"{msg['alert_id']}.{msg['status']}.{msg['severity']}"
-                            if key not in alerts:
-                                alerts[key] = msg
-                                say(f"*** ALERT {msg['status'].upper()} [{msg['severity']}] {msg['rule']} "
-                                    f"scope={msg['scope']} window={_fmt_time(msg['window_start'])}-"
-                                    f"{_fmt_time(msg['window_end'])} negative {msg['negative_count']}/{msg['count']} "
-                                    f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
-                                for h in msg.get("top_headlines", [])[:3]:
-                                    say(f"      {h['sentiment_score']:+.2f} {h['title'][:90]}")
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with code {worker.returncode}; see {log_path}")
+                for topic, msg in consumer.poll(timeout_ms=500):
+                    if topic == settings.topic(settings.topic_scored):
+                        scored += 1
+                        if not quiet:
+                            say(f"{_fmt_time(msg['published_at'])} {msg['sentiment'][:3]:3s} "
+                                f"{msg['sentiment_score']:+.2f} {msg['topic'][:26]:26s} {msg['title'][:80]}")
+                    elif topic == settings.topic(settings.topic_dlq):
+                        dead += 1
+                        say(f"DLQ {msg['reason']}")
+                    else:
+                        key = f"{msg['alert_id']}.{msg['status']}.{msg['severity']}"
+                        if key not in alerts:
+                            alerts[key] = msg
+                            say(f"*** ALERT {msg['status'].upper()} [{msg['severity']}] {msg['rule']} "
+                                f"scope={msg['scope']} window={_fmt_time(msg['window_start'])}-"
+                                f"{_fmt_time(msg['window_end'])} negative {msg['negative_count']}/{msg['count']} "
+                                f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
+                            for h in msg.get("top_headlines", [])[:3]:
+                                say(f"      {h['sentiment_score']:+.2f} {h['title'][:90]}")
+                worker.check()
                 with lock:
                     verified = sum(1 for _, _, ok in received if ok)
                 done = scored + dead >= produced and verified >= len(alerts) > 0
@@ -206,11 +190,7 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
             pass
         finally:
             consumer.close()
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop(20)
             receiver.stop()
     with lock:
         verified = sum(1 for _, _, ok in received if ok)

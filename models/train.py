@@ -53,6 +53,10 @@ class TrainConfig:
     :param limit: if set, use only this many training examples per task (smoke tests).
     :param device: ``auto``, ``cpu`` or ``cuda``.
     :param threads: torch intra-op threads on CPU (0 = torch's default).
+    :param init_from: start from this checkpoint instead of the base encoder (continued training).
+    :param sentiment_weight: weight of the sentiment loss (the topic loss has weight 1).
+    :param sentiment_class_weights: ``"balanced"`` weights sentiment classes by inverse frequency
+        (helps macro-F1 on the rarer negative / positive classes); ``None`` = unweighted.
     :param freeze_word_embeddings: keep the 30522 x 384 token-embedding table fixed (a third of
         the weights; freezing it speeds CPU steps and guards rare tokens against drift).
     """
@@ -72,6 +76,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     freeze_word_embeddings: bool = True
+    init_from: str | None = None
+    sentiment_weight: float = 1.0
+    sentiment_class_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -162,7 +169,13 @@ def train(cfg: TrainConfig) -> dict:
     topic_y = np.array([e.label if e.task == "topic" else IGNORE for e in train_set])
     sent_y = np.array([e.label if e.task == "sentiment" else IGNORE for e in train_set])
 
-    model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
+    if cfg.init_from:
+        from .network import load_checkpoint
+
+        model = load_checkpoint(cfg.init_from).to(device)
+        model.train()
+    else:
+        model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
     if cfg.freeze_word_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     no_decay = ("bias", "LayerNorm.weight")
@@ -182,6 +195,12 @@ def train(cfg: TrainConfig) -> dict:
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    sent_loss_fn = loss_fn
+    if cfg.sentiment_class_weights == "balanced":
+        counts = np.bincount(sent_y[sent_y != IGNORE], minlength=len(SENTIMENT_LABELS)).astype(float)
+        w = counts.sum() / (len(counts) * np.maximum(counts, 1))
+        sent_loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, weight=torch.tensor(w, dtype=torch.float32,
+                                                                                           device=device))
 
     recipe = {
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -217,7 +236,7 @@ def train(cfg: TrainConfig) -> dict:
             if (ty != IGNORE).any():
                 loss = loss + loss_fn(t_logits, ty)
             if (sy != IGNORE).any():
-                loss = loss + loss_fn(s_logits, sy)
+                loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -17,6 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from finpulse import rfc3339
+
 from .exceptions import BadMessage
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -46,26 +48,19 @@ def validate(name: str, message: dict) -> None:
 
 
 def parse_time(value: Any, field: str = "published_at") -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC ``datetime``.
-
-    A timestamp without an offset is refused: event time must be unambiguous.
+    """Parse an RFC 3339 timestamp into an aware UTC ``datetime`` (see :mod:`finpulse.rfc3339`).
 
     :raises BadMessage: ``bad_time`` when unparsable or naive.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise BadMessage("bad_time", f"{field} must be an RFC 3339 string, got {value!r}")
     try:
-        dt = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise BadMessage("bad_time", f"{field} is not RFC 3339: {value!r}") from None
-    if dt.tzinfo is None:
-        raise BadMessage("bad_time", f"{field} has no UTC offset: {value!r}")
-    return dt.astimezone(timezone.utc)
+        return rfc3339.parse(value)
+    except ValueError as exc:
+        raise BadMessage("bad_time", f"{field} {exc}") from None
 
 
 def format_time(dt: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix and millisecond precision."""
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339.format(dt)
 
 
 def event_time(message: dict) -> float:

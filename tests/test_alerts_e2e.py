@@ -46,6 +46,7 @@ class Receiver:
         self.actions = list(actions)
         self.hang_s = hang_s
         self.requests: list[dict] = []
+        self._offset = 0  # set_actions() restarts the action list at the next request
         self.url = ""
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -56,8 +57,6 @@ class Receiver:
         with self._lock:
             self.actions = list(actions)
             self._offset = len(self.requests)
-
-    _offset = 0
 
     def start(self) -> "Receiver":
         self._thread.start()

@@ -1,0 +1,794 @@
+"""``finpulse backtest FILE --rules RULES --out DIR``: history through the real pipeline, with a report.
+
+The file is replayed in event-time order into a fresh namespace (``bt-<hash of file and rules>-<time>``,
+one partition per topic) of the embedded stack, or of the broker / Redis named by
+``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL``. A ``finpulse worker`` subprocess with RULES
+(webhook endpoints removed: a backtest never pages anyone) classifies, aggregates and detects exactly
+as in production. Once every row is processed (aggregated or dead-lettered), the worker is stopped
+gracefully and :meth:`alerts.detector.Detector.flush` closes the remaining event-time buckets
+in-process. DIR then holds ``alerts.jsonl``, ``timeseries.csv``, ``summary.json``, ``report.png``
+and ``worker.log``; see ``docs/backtest.md``.
+
+``scored_input=True`` backtests *rules* on pre-scored news (e.g. an archive of ``news.scored``):
+rows carry ``topic``, ``sentiment`` and ``sentiment_score`` and go straight to ``news.scored``, so
+the classifier is not involved and the result depends only on the file and the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .settings import LIVE_NAMESPACE, Settings
+
+log = logging.getLogger("finpulse.backtest")
+
+ALERTS_FILE = "alerts.jsonl"
+TIMESERIES_FILE = "timeseries.csv"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.png"
+WORKER_LOG = "worker.log"
+
+TIMESERIES_COLUMNS = ("scope", "rule", "window_end", "short_window_s", "count", "negative", "negative_rate",
+                      "mean_score", "baseline_window_s", "baseline_count", "baseline_negative", "baseline_rate")
+DEFAULT_TOP_SCOPES = 12
+DEFAULT_MAX_POINTS = 20_000
+MAX_BAD_IN_SUMMARY = 1000
+MAX_PANELS = 24
+PRESCORED_MODEL_VERSION = "prescored"
+_STATUS_ORDER = {"fired": 0, "resolved": 1}
+_SENTIMENTS = ("negative", "positive", "neutral")
+
+
+class BacktestError(RuntimeError):
+    """The backtest could not run (bad arguments, a namespace already in use, unreadable file)."""
+
+
+# --- namespace and rules -------------------------------------------------------------------------
+
+def default_namespace(path: str | Path, rules_path: str | Path, now: float | None = None) -> str:
+    """``bt-<8 hex of sha256(file, rules)>-<UTC time to the millisecond>``.
+
+    :param path: the history file.
+    :param rules_path: the rules file.
+    :param now: epoch seconds (default: now).
+    """
+    h = hashlib.sha256()
+    for p in (path, rules_path):
+        h.update(Path(p).read_bytes())
+        h.update(b"\0")
+    t = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    return f"bt-{h.hexdigest()[:8]}-{t:%Y%m%dT%H%M%S}{t.microsecond // 1000:03d}"
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if isinstance(v, float) else str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise BacktestError(f"cannot write {type(v).__name__} value {v!r} to TOML")
+
+
+def dump_rules_toml(data: Mapping[str, Any]) -> str:
+    """Write a parsed rules document back as TOML (tables, arrays of tables, inline tables).
+
+    :param data: a document as :func:`tomllib.loads` returns it (``detector``, ``delivery``, ``rules``...).
+    """
+    lines: list[str] = []
+    for k, v in data.items():
+        if not isinstance(v, (dict, list)) or (isinstance(v, list) and not all(isinstance(x, dict) for x in v)):
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{_toml_key(k)}]")
+            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
+    for k, v in data.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                lines.append(f"\n[[{_toml_key(k)}]]")
+                lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in item.items())
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def backtest_rules(rules_path: str | Path) -> tuple[str, Any]:
+    """The rules a backtest runs: RULES without ``[[endpoints]]`` (no webhook is ever called).
+
+    :param rules_path: the rules TOML.
+    :returns: ``(toml text for the worker, loaded AlertsConfig)``.
+    :raises alerts.exceptions.ConfigError: invalid rules.
+    """
+    from alerts.rules import load_config
+
+    data = tomllib.loads(Path(rules_path).read_text(encoding="utf-8"))
+    data.pop("endpoints", None)
+    text = dump_rules_toml(data)
+    return text, load_config(data=tomllib.loads(text))
+
+
+# --- pre-scored input ----------------------------------------------------------------------------
+
+def _file_rows(path: Path, opts: Mapping[str, Any]) -> Iterator[tuple[int, dict | str]]:
+    from .replay import _detect_format, _iter_csv, _iter_jsonl, _open_text
+
+    kind = _detect_format(path, opts.get("fmt"))
+    if kind == "jsonl":
+        yield from _iter_jsonl(path)
+        return
+    delim = opts.get("delimiter") or ("\t" if kind == "tsv" else ",")
+    with _open_text(path, opts.get("encoding", "utf-8-sig")) as fh:
+        reader = csv.reader(fh, delimiter=delim)
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if header:
+            yield from _iter_csv(reader, header)
+
+
+def _pick(low: Mapping[str, Any], role: str, opts: Mapping[str, Any]) -> Any:
+    from .replay import DEFAULT_COLUMNS
+
+    given = opts.get(f"{role}_col")
+    if given == "":
+        return None
+    if given:
+        names = [g.strip().lower() for g in given.split("+")] if role == "time" else [given.strip().lower()]
+        vals = [low.get(n) for n in names]
+        if len(names) > 1:
+            return " ".join(str(v).strip() for v in vals if v not in (None, "")) or None
+        v = vals[0]
+    else:
+        v = next((low[c] for c in DEFAULT_COLUMNS[role] if c in low), None)
+    return None if isinstance(v, str) and not v.strip() else v
+
+
+def _row_key(low: Mapping[str, Any], opts: Mapping[str, Any]) -> str:
+    """The id :func:`finpulse.replay.read_history` gives this row."""
+    from stream.messages import format_time
+
+    from .dedup import history_id
+    from .feeds import clean_text
+    from .replay import parse_history_time
+
+    rid = _pick(low, "id", opts)
+    if rid is not None:
+        return str(rid).strip()
+    dt, _ = parse_history_time(_pick(low, "time", opts), tz=opts.get("tz", "UTC"), time_format=opts.get("time_format"),
+                               date_only=opts.get("date_only", "start"))
+    src = _pick(low, "source", opts)
+    src = str(src).strip() if src is not None else opts.get("source")
+    return history_id(source=src, title=clean_text(str(_pick(low, "title", opts) or "")),
+                      published_at=format_time(dt))
+
+
+def _json_cell(v: Any) -> Any:
+    if isinstance(v, str) and v.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(v)
+        except ValueError:
+            raise ValueError(f"not JSON: {v[:60]!r}") from None
+    return v
+
+
+def scored_fields(row: Mapping[str, Any]) -> dict:
+    """The classifier outputs of a pre-scored row (keys case-insensitive).
+
+    Required: ``topic``, ``sentiment`` (negative/positive/neutral) and ``sentiment_score`` (in
+    [-1, 1]). Optional: ``topic_score`` (default 1), ``topics_top3`` (default the topic),
+    ``sentiment_probs`` (default derived from the score), ``model_version`` (default
+    ``prescored``), ``classified_at``. JSON cells are accepted for the object fields in CSV files.
+
+    :raises ValueError: with the reason.
+    """
+    low = {str(k).strip().lower(): v for k, v in row.items()}
+    topic = low.get("topic")
+    if not isinstance(topic, str) or not topic.strip():
+        raise ValueError("pre-scored row needs a topic")
+    sentiment = str(low.get("sentiment") or "").strip().lower()
+    if sentiment not in _SENTIMENTS:
+        raise ValueError(f"sentiment must be one of {', '.join(_SENTIMENTS)}, got {low.get('sentiment')!r}")
+    raw_score = low.get("sentiment_score")
+    try:
+        if isinstance(raw_score, bool) or raw_score is None or raw_score == "":
+            raise ValueError
+        score = float(raw_score)
+    except (TypeError, ValueError):
+        raise ValueError(f"sentiment_score must be a number, got {raw_score!r}") from None
+    if not math.isfinite(score) or not -1 <= score <= 1:
+        raise ValueError(f"sentiment_score must be in [-1, 1], got {raw_score!r}")
+    ts_raw = low.get("topic_score")
+    topic_score = 1.0 if ts_raw in (None, "") else float(ts_raw)
+    probs = _json_cell(low.get("sentiment_probs"))
+    if probs in (None, ""):
+        probs = {"negative": max(-score, 0.0), "positive": max(score, 0.0), "neutral": 1.0 - abs(score)}
+    top3 = _json_cell(low.get("topics_top3"))
+    if top3 in (None, ""):
+        top3 = [{"topic": topic.strip(), "score": topic_score}]
+    mv = low.get("model_version")
+    out = {"topic": topic.strip(), "topic_score": topic_score, "topics_top3": top3, "sentiment": sentiment,
+           "sentiment_probs": probs, "sentiment_score": score,
+           "model_version": str(mv).strip() if mv not in (None, "") else PRESCORED_MODEL_VERSION}
+    if isinstance(low.get("classified_at"), str) and low["classified_at"].strip():
+        out["classified_at"] = low["classified_at"].strip()
+    return out
+
+
+def read_scored_history(path: str | Path, **read_options: Any) -> tuple[list[dict], list[tuple[int, str]]]:
+    """Read a pre-scored history file into ``news.scored`` messages in event-time order.
+
+    Rows are read by :func:`finpulse.replay.read_history` (same columns, time parsing, ids and bad
+    rows) plus :func:`scored_fields`; tickers are taken as given (not re-extracted from the text).
+
+    :param path: JSONL / CSV / TSV (optionally ``.gz``).
+    :param read_options: as :func:`finpulse.replay.read_history`.
+    :returns: ``(messages, bad)`` with bad rows as ``(line_no, reason)``.
+    """
+    from stream.exceptions import BadMessage
+    from stream.messages import validate
+
+    from .replay import read_history
+
+    messages, bad = read_history(path, **read_options)
+    bad_lines = {line for line, _ in bad}
+    fields: dict[str, tuple[int, dict | None]] = {}
+    extra_bad: list[tuple[int, str]] = []
+    for line, row in _file_rows(Path(path), read_options):
+        if isinstance(row, str) or line in bad_lines:
+            continue
+        low = {str(k).strip().lower(): v for k, v in row.items()}
+        try:
+            key = _row_key(low, read_options)
+        except ValueError:
+            continue  # read_history reported it
+        if key in fields:
+            continue  # a repeated id: read_history merged or reported it
+        try:
+            fields[key] = (line, scored_fields(row))
+        except (TypeError, ValueError) as exc:
+            fields[key] = (line, None)
+            extra_bad.append((line, str(exc)))
+    out: list[dict] = []
+    for msg in messages:
+        line, f = fields.get(msg["id"], (0, None))
+        if f is None:
+            if line == 0:
+                extra_bad.append((0, f"id {msg['id']!r}: scored fields not found"))
+            continue
+        scored = {**msg, **f, "tickers": msg.get("tickers") or []}
+        scored.setdefault("classified_at", msg["published_at"])
+        try:
+            validate("news.scored", scored)
+        except BadMessage as exc:
+            extra_bad.append((line, exc.detail))
+            continue
+        out.append(scored)
+    return out, sorted(bad + extra_bad, key=lambda b: b[0])
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+def _check_fresh_namespace(settings: Settings) -> None:
+    import redis
+
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        if next(iter(r.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)), None) is not None:
+            raise BacktestError(f"namespace {settings.namespace} already has Redis keys; use a new namespace")
+    finally:
+        r.close()
+
+
+def _metrics(settings: Settings) -> dict[str, int]:
+    import redis
+
+    from alerts.constants import metrics_key
+
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        raw = r.hgetall(metrics_key(settings.namespace))
+    finally:
+        r.close()
+    return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+
+
+def _processed(m: Mapping[str, int]) -> int:
+    """Rows with a final outcome: counted, duplicate, syndicated, or dead-lettered (any stage)."""
+    return m.get("counted", 0) + m.get("duplicates", 0) + m.get("syndicated", 0) + m.get("dead_lettered", 0)
+
+
+def _alert_sort_key(a: Mapping[str, Any]) -> tuple:
+    from alerts.rules import severity_rank
+
+    return (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9), severity_rank(a["severity"]))
+
+
+class _Collector:
+    """What the backtest reads back from news.scored, news.dlq and alerts."""
+
+    def __init__(self, settings: Settings, progress: bool):
+        self.t_scored = settings.topic(settings.topic_scored)
+        self.t_dlq = settings.topic(settings.topic_dlq)
+        self.progress = progress
+        self.ids: set[str] = set()
+        self.activity: Counter = Counter()
+        self.versions: Counter = Counter()
+        self.dlq_reasons: Counter = Counter()
+        self.alerts: dict[str, dict] = {}
+
+    def take(self, items: list[tuple[str, Any]]) -> None:
+        from alerts.windows import scopes_for
+
+        for topic, msg in items:
+            if not isinstance(msg, dict):
+                continue
+            if topic == self.t_scored:
+                aid = msg.get("id")
+                if isinstance(msg.get("model_version"), str):
+                    self.versions[msg["model_version"]] += 1
+                if aid in self.ids or msg.get("duplicate_of"):
+                    continue
+                self.ids.add(aid)
+                for sc in scopes_for(msg):
+                    self.activity[sc] += 1
+            elif topic == self.t_dlq:
+                self.dlq_reasons[str(msg.get("reason", "?")).split(":")[0]] += 1
+            else:
+                self.add_alert(msg)
+
+    def add_alert(self, a: dict) -> None:
+        eid = a.get("event_id") or f"{a['alert_id']}.{a['status']}.{a['severity']}"
+        if eid not in self.alerts:
+            self.alerts[eid] = a
+            _say(self.progress, f"ALERT {a['status']} [{a['severity']}] {a['rule']} {a['scope']} "
+                                f"window_end={a['window_end']} negative {a['negative_count']}/{a['count']}")
+
+
+
+def _produce_scored(settings: Settings, messages: list[dict], progress: bool) -> int:
+    """Produce pre-scored messages to the namespace's ``news.scored`` in order; returns how many."""
+    from tqdm import tqdm
+
+    from .producer import NewsProducer
+
+    produced = 0
+    with NewsProducer(settings, topic=settings.topic(settings.topic_scored), create_topics=False, validate=False,
+                      client_id="finpulse-backtest") as producer:
+        with tqdm(total=len(messages), unit="msg", desc=f"produce -> {producer.topic}", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for i in range(0, len(messages), 1000):
+                chunk = messages[i:i + 1000]
+                produced += producer.wait([producer.send(m) for m in chunk])
+                bar.update(len(chunk))
+    return produced
+
+
+def _wait_processed(settings: Settings, worker: Any, reader: Any, collector: _Collector, produced: int,
+                    deadline: float, progress: bool) -> tuple[bool, str, float | None]:
+    """Wait until every produced row is processed; returns ``(complete, why not, when)``."""
+    from tqdm import tqdm
+
+    with tqdm(total=produced, unit="msg", desc="pipeline", file=sys.stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        while True:
+            collector.take(reader.poll(300))
+            n = _processed(_metrics(settings))
+            bar.update(max(0, min(n, produced) - bar.n))
+            if n >= produced:
+                return True, "", time.monotonic()
+            if worker.returncode is not None:
+                return False, f"the worker exited with code {worker.returncode}; see {worker.log_path}", None
+            if time.monotonic() > deadline:
+                return False, (f"processing did not complete within the timeout ({n}/{produced}); "
+                               f"see {worker.log_path}"), None
+
+
+def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, namespace: str | None = None, *,
+                 scored_input: bool = False, timeout_s: float | None = None, kafka_bootstrap: str | None = None,
+                 redis_url: str | None = None, keep: bool = False, progress: bool = True,
+                 top_scopes: int = DEFAULT_TOP_SCOPES, max_points: int = DEFAULT_MAX_POINTS,
+                 **read_options: Any) -> dict:
+    """Run a history file through the real pipeline in its own namespace and write the report.
+
+    :param path: JSONL / CSV / TSV (optionally ``.gz``) of headlines (see :func:`finpulse.replay.read_history`).
+    :param rules_path: rules TOML (``[[endpoints]]`` are ignored).
+    :param out_dir: output directory (created; existing outputs are replaced).
+    :param namespace: run namespace (default :func:`default_namespace`); must not be ``live`` and
+        must not have been used (no Redis keys, no topics).
+    :param scored_input: the rows are pre-scored (``topic``, ``sentiment``, ``sentiment_score``;
+        see :func:`scored_fields`): produce them to ``news.scored``, skipping classification.
+    :param timeout_s: longest wait for processing after the worker starts (default
+        ``90 + 0.05 * rows``); the run is then reported incomplete (``complete: false``).
+    :param kafka_bootstrap: broker (default ``FINPULSE_KAFKA_BOOTSTRAP``; empty: embedded stack).
+    :param redis_url: Redis (default ``FINPULSE_REDIS_URL``; empty: embedded stack).
+    :param keep: keep the namespace's Redis keys (default: deleted after the report is written;
+        topics are left, they are namespaced).
+    :param progress: progress bars and alert lines on stderr.
+    :param top_scopes: how many of the busiest scopes ``timeseries.csv`` covers (plus every alerted scope).
+    :param max_points: most window ends per series; longer spans use a step of several buckets.
+    :param read_options: column and time options of :func:`finpulse.replay.read_history`.
+    :returns: the summary (also written to ``summary.json``); ``ok`` is false when processing did
+        not complete or nothing was produced.
+    :raises BacktestError: ``live`` or a used namespace, an unreadable file.
+    :raises alerts.exceptions.ConfigError: invalid rules.
+    """
+    from .producer import ensure_topics
+    from .replay import ReplayError, replay
+    from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
+
+    t_start = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+    path, rules_path, out = Path(path), Path(rules_path), Path(out_dir)
+    if not path.is_file():
+        raise BacktestError(f"{path}: no such file")
+    ns = namespace or default_namespace(path, rules_path)
+    if ns == LIVE_NAMESPACE:
+        raise BacktestError("a backtest never runs in the live namespace")
+    rules_text, config = backtest_rules(rules_path)
+    scored_msgs: list[dict] = []
+    bad: list[tuple[int, str]] = []
+    if scored_input:
+        try:
+            scored_msgs, bad = read_scored_history(path, **read_options)
+        except (ValueError, FileNotFoundError) as exc:
+            raise BacktestError(str(exc)) from None
+        for line, why in bad[:20]:  # as replay() logs them in classify mode
+            log.warning("%s line %d skipped: %s", path.name, line, why)
+        if len(bad) > 20:
+            log.warning("%s: %d more bad rows (see summary.json)", path.name, len(bad) - 20)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ALERTS_FILE, TIMESERIES_FILE, SUMMARY_FILE, REPORT_FILE, WORKER_LOG):
+        (out / name).unlink(missing_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="finpulse-bt-"))
+    rules_file = workdir / "rules.toml"
+    rules_file.write_text(rules_text, encoding="utf-8")
+
+    try:
+        with stack_from_env(kafka_bootstrap, redis_url) as stack:
+            settings = run_settings(stack, ns, rules_file=str(rules_file))
+            _check_fresh_namespace(settings)
+            created = ensure_topics(settings, settings.all_topics())
+            if len(created) != len(settings.all_topics()):
+                used = sorted(set(settings.all_topics()) - set(created))
+                raise BacktestError(f"namespace {ns} already has topics ({', '.join(used)})")
+            _say(progress, f"backtest {path.name}: namespace={ns} kafka={stack.kafka_bootstrap} "
+                           f"redis={stack.redis_url} mode={'scored' if scored_input else 'classify'}")
+            worker = WorkerProcess(settings, out / WORKER_LOG)
+            collector = _Collector(settings, progress)
+            complete, reason = False, ""
+            rows_read = len(scored_msgs) + len(bad)
+            produced = 0
+            t_pipe = time.monotonic()
+            t_done = None
+            reader = None
+            try:
+                reader = TopicReader(stack.kafka_bootstrap, [settings.topic(settings.topic_scored),
+                                                             settings.topic(settings.topic_dlq),
+                                                             settings.topic(settings.topic_alerts)])
+                t_pipe = time.monotonic()
+                if scored_input:
+                    produced = _produce_scored(settings, scored_msgs, progress)
+                else:
+                    try:
+                        res = replay(path, settings, progress=progress, **read_options)
+                    except ReplayError as exc:
+                        raise BacktestError(str(exc)) from exc
+                    except (ValueError, FileNotFoundError) as exc:
+                        raise BacktestError(str(exc)) from None
+                    rows_read, produced, bad = res.read, res.produced, res.bad
+                limit = timeout_s if timeout_s is not None else 90.0 + 0.05 * rows_read
+                complete, reason, t_done = _wait_processed(settings, worker, reader, collector, produced,
+                                                           t_pipe + limit, progress)
+                worker.stop(30)  # graceful: the last batch's alerts are produced (or left pending for flush)
+                collector.take(reader.drain())
+            finally:
+                worker.stop(30)
+                if reader is not None:
+                    reader.close()
+            if reason:
+                _say(True, f"backtest incomplete: {reason}")
+            model_version = ",".join(sorted(collector.versions)) or None
+            flushed, oldest, newest, open_alerts = asyncio.run(_flush(settings, config, model_version))
+            for a in flushed:
+                collector.add_alert(a)
+            alerts = sorted(collector.alerts.values(), key=_alert_sort_key)
+            metrics = _metrics(settings)
+            scopes = _select_scopes(collector.activity, alerts, top_scopes)
+            series = (asyncio.run(_timeseries(settings, config, scopes, oldest, newest, max_points))
+                      if oldest is not None else {})
+            if not keep:
+                asyncio.run(_delete(settings))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    pipe_s = (t_done or time.monotonic()) - t_pipe
+    processed = _processed(metrics)
+    by_scope: dict[str, dict[str, int]] = {}
+    for a in alerts:
+        d = by_scope.setdefault(a["scope"], {"fired": 0, "resolved": 0})
+        d[a["status"]] = d.get(a["status"], 0) + 1
+    summary = {
+        "file": str(path),
+        "rules": str(rules_path),
+        "mode": "scored" if scored_input else "classify",
+        "namespace": ns,
+        "started_at": started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "rows_read": rows_read,
+        "bad_rows": [{"line": line, "reason": r} for line, r in bad[:MAX_BAD_IN_SUMMARY]],
+        "bad_row_count": len(bad),
+        "produced": produced,
+        "processed": processed,
+        "counted": metrics.get("counted", 0),
+        "duplicates": metrics.get("duplicates", 0),
+        "late": metrics.get("late", 0),
+        "dead_lettered": metrics.get("dead_lettered", 0),
+        "dead_letter_reasons": dict(sorted(collector.dlq_reasons.items())),
+        "complete": complete,
+        "incomplete_reason": reason or None,
+        "ok": complete and produced > 0,
+        "alerts": len(alerts),
+        "alerts_fired": sum(a["status"] == "fired" for a in alerts),
+        "alerts_resolved": sum(a["status"] == "resolved" for a in alerts),
+        "alerts_by_scope": dict(sorted(by_scope.items())),
+        "open_at_end": open_alerts,
+        "event_time": {"first": _fmt(oldest), "last": _fmt(newest),
+                       "span_s": round(newest - oldest, 3) if oldest is not None else None},
+        "wall_time_s": round(time.monotonic() - t_start, 2),
+        "pipeline_time_s": round(pipe_s, 2),
+        "throughput_rows_per_s": round(processed / pipe_s, 1) if pipe_s > 0 else None,
+        "model_version": model_version,
+        "scopes_in_timeseries": scopes,
+        "outputs": {k: str(out / v) for k, v in (("alerts", ALERTS_FILE), ("timeseries", TIMESERIES_FILE),
+                                                  ("summary", SUMMARY_FILE), ("report", REPORT_FILE),
+                                                  ("worker_log", WORKER_LOG))},
+    }
+    _write_alerts(out / ALERTS_FILE, alerts)
+    _write_timeseries(out / TIMESERIES_FILE, series)
+    try:
+        write_report(out / REPORT_FILE, series, alerts, summary)
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install -e '.[report]'): no %s", REPORT_FILE)
+        summary["outputs"].pop("report")
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """One line for the command line."""
+    return (f"backtest {summary['namespace']}: {'complete' if summary['complete'] else 'INCOMPLETE'}; "
+            f"{summary['rows_read']} rows ({summary['bad_row_count']} bad), produced {summary['produced']}, "
+            f"processed {summary['processed']} (dead-lettered {summary['dead_lettered']}) in "
+            f"{summary['pipeline_time_s']}s ({summary['throughput_rows_per_s']} rows/s); "
+            f"{summary['alerts_fired']} fired / {summary['alerts_resolved']} resolved in "
+            f"{len(summary['alerts_by_scope'])} scope(s); outputs in {Path(summary['outputs']['summary']).parent}")
+
+
+def _fmt(ts: float | None) -> str | None:
+    from alerts.windows import format_time
+
+    return None if ts is None else format_time(ts)
+
+
+async def _flush(settings: Settings, config: Any, model_version: str | None) -> tuple:
+    import redis.asyncio as aioredis
+
+    from alerts.detector import Detector
+    from alerts.store import WindowStore
+
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        store = WindowStore.from_settings(r, settings)
+        det = Detector.from_config(store, config, model_version=model_version)
+        records = await det.flush()
+        await det.mark_emitted(records)
+        return records, await store.oldest_event(), await store.watermark(), await det.open_alerts()
+    finally:
+        await r.aclose()
+
+
+async def _delete(settings: Settings) -> None:
+    import redis.asyncio as aioredis
+
+    from alerts.store import delete_namespace
+
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        await delete_namespace(r, settings.namespace)
+    finally:
+        await r.aclose()
+
+
+def _select_scopes(activity: Counter, alerts: list[dict], top: int) -> list[str]:
+    """Alerted scopes and the ``top`` busiest, busiest first (ties by name)."""
+    alerted = {a["scope"] for a in alerts}
+    ranked = sorted(set(activity) | alerted, key=lambda sc: (-activity.get(sc, 0), sc))
+    return [sc for i, sc in enumerate(ranked) if i < top or sc in alerted]
+
+
+def _series_specs(scope: str, rules: tuple) -> list[tuple[str, int, int, Any]]:
+    """(rule name, short window, baseline window, rule or None) for the rules that watch ``scope``;
+    scopes no rule watches get the shortest short and longest baseline window (raw baseline rate)."""
+    from alerts.windows import scope_type
+
+    specs = [(r.name, r.short_window_s, r.baseline_window_s, r) for r in rules
+             if r.scope_type == scope_type(scope) and (not r.scopes or scope in r.scopes)]
+    if not specs and rules:
+        specs = [("", min(r.short_window_s for r in rules), max(r.baseline_window_s for r in rules), None)]
+    return specs
+
+
+async def _timeseries(settings: Settings, config: Any, scopes: list[str], oldest: float, newest: float,
+                      max_points: int) -> dict[str, list[dict]]:
+    """Per scope, rows of :data:`TIMESERIES_COLUMNS` at every window end the detector evaluated."""
+    import redis.asyncio as aioredis
+
+    from alerts.rules import smoothed_rate
+    from alerts.store import WindowStore
+    from alerts.windows import bucket_start, format_time
+
+    s = settings.bucket_seconds
+    first_e, last_e = bucket_start(oldest, s) + s, bucket_start(newest, s) + s
+    points = (last_e - first_e) // s + 1
+    step = s * max(1, math.ceil(points / max(1, max_points)))
+    out: dict[str, list[dict]] = {}
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        store = WindowStore.from_settings(r, settings)
+        for scope in scopes:
+            specs = _series_specs(scope, config.rules)
+            if not specs:
+                continue
+            span = max(w + bw for _, w, bw, _ in specs)
+            ser = await store.bucket_series(scope, first_e - span, last_e)
+            rows = []
+            for name, w, bw, rule in specs:
+                for e in range(first_e, last_e + 1, step):
+                    short = ser.window(e - w, e)
+                    base = ser.window(e - w - bw, e - w)
+                    if rule is not None:
+                        brate = smoothed_rate(base.negative, base.n, rule.baseline_prior_rate,
+                                              rule.baseline_prior_weight)
+                    else:
+                        brate = base.negative_rate
+                    rows.append({"scope": scope, "rule": name, "window_end": format_time(e), "ts": e,
+                                 "short_window_s": w, "count": short.n, "negative": short.negative,
+                                 "negative_rate": short.negative_rate, "mean_score": short.mean_score,
+                                 "baseline_window_s": bw, "baseline_count": base.n,
+                                 "baseline_negative": base.negative, "baseline_rate": brate,
+                                 "threshold": rule.threshold if rule is not None else None})
+            out[scope] = rows
+    finally:
+        await r.aclose()
+    return out
+
+
+def _write_alerts(path: Path, alerts: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for a in alerts:
+            fh.write(json.dumps(a, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _write_timeseries(path: Path, series: Mapping[str, list[dict]]) -> None:
+    def cell(v: Any) -> Any:
+        return "" if v is None else (round(v, 6) if isinstance(v, float) else v)
+
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(TIMESERIES_COLUMNS)
+        for rows in series.values():
+            for row in rows:
+                w.writerow([cell(row[c]) for c in TIMESERIES_COLUMNS])
+
+
+def write_report(path: str | Path, series: Mapping[str, list[dict]], alerts: list[dict],
+                 summary: Mapping[str, Any]) -> None:
+    """``report.png``: negative rate over event time for the busiest scopes (alerted scopes first),
+    one panel each on a shared time axis, with the baseline rate, the rule threshold and the
+    fired / resolved alerts.
+
+    :raises ImportError: without matplotlib (the ``report`` extra).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from alerts.windows import parse_time
+
+    alerted = {a["scope"] for a in alerts}
+    order = list(series)  # busiest first
+    panels = [sc for sc in order if sc in alerted] + [sc for sc in order if sc not in alerted]
+    panels = panels[:max(DEFAULT_TOP_SCOPES, min(len(alerted), MAX_PANELS))]
+    ncols = 1 if len(panels) <= 4 else 2
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig = Figure(figsize=(7.5 * ncols, 1.9 * nrows + 1.0), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    mode = "pre-scored" if summary.get("mode") == "scored" else "classified"
+    fig.suptitle(f"finpulse backtest of {Path(str(summary['file'])).name} ({mode}): negative-sentiment rate per scope\n"
+                 f"{summary['produced']} headlines, alerts: {summary['alerts_fired']} fired, "
+                 f"{summary['alerts_resolved']} resolved; namespace {summary['namespace']}",
+                 fontsize=11)
+    if not panels:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no data was counted", ha="center", va="center")
+        ax.set_axis_off()
+        fig.savefig(path)
+        return
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    dt = lambda ts: datetime.fromtimestamp(ts, timezone.utc)  # noqa: E731
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.set_visible(False)
+            continue
+        scope = panels[i]
+        rows = series[scope]
+        rule = rows[0]["rule"]
+        rows = [r for r in rows if r["rule"] == rule]
+        xs = [dt(r["ts"]) for r in rows]
+        ax.plot(xs, [r["negative_rate"] if r["negative_rate"] is not None else float("nan") for r in rows],
+                color="tab:blue", lw=1.2)
+        ax.plot(xs, [r["baseline_rate"] if r["baseline_rate"] is not None else float("nan") for r in rows],
+                color="0.45", lw=1.0, ls="--")
+        if rows[0]["threshold"] is not None:
+            ax.axhline(rows[0]["threshold"], color="tab:red", lw=0.8, ls=":")
+        for a in alerts:
+            if a["scope"] != scope:
+                continue
+            fired = a["status"] == "fired"
+            ax.plot([dt(parse_time(a["window_end"]))], [a["negative_rate"]], ls="none",
+                    marker="v" if fired else "o", ms=8, color="tab:red" if fired else "tab:green",
+                    markeredgecolor="black", markeredgewidth=0.5, zorder=5)
+        w_min = rows[0]["short_window_s"] // 60
+        nal = sum(1 for a in alerts if a["scope"] == scope and a["status"] == "fired")
+        ax.set_title(f"{scope}  ({w_min} min window{', rule ' + rule if rule else ''}"
+                     f"{f', {nal} alert(s)' if nal else ''})", fontsize=9, loc="left")
+        ax.set_ylim(-0.03, 1.05)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if i % ncols == 0:
+            ax.set_ylabel("negative rate", fontsize=8)
+    for ax in axes[-1]:
+        if ax.get_visible():
+            loc = AutoDateLocator()
+            ax.xaxis.set_major_locator(loc)
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
+            ax.set_xlabel("event time (UTC)", fontsize=9)
+    if len(panels) % ncols and nrows > 1:  # the last column's bottom panel is hidden: label the one above
+        ax = axes[-2][-1]
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("event time (UTC)", fontsize=9)
+    handles = [Line2D([], [], color="tab:blue", lw=1.2, label="negative rate (short window)"),
+               Line2D([], [], color="0.45", lw=1.0, ls="--", label="baseline rate"),
+               Line2D([], [], color="tab:red", lw=0.8, ls=":", label="rule threshold"),
+               Line2D([], [], color="tab:red", marker="v", ls="none", markeredgecolor="black", label="alert fired"),
+               Line2D([], [], color="tab:green", marker="o", ls="none", markeredgecolor="black",
+                      label="alert resolved")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    fig.savefig(path)
