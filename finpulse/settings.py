@@ -138,8 +138,10 @@ class Settings(BaseSettings):
 
     @property
     def redis_prefix(self) -> str:
-        """Prefix of every Redis key of this namespace."""
-        return f"finpulse:{self.namespace}"
+        """Prefix of every Redis key of this namespace (the key layout is in :mod:`alerts.constants`)."""
+        from alerts.constants import prefix
+
+        return prefix(self.namespace)
 
     def all_topics(self) -> list[str]:
         """Every topic this namespace uses, namespaced."""
