@@ -99,6 +99,11 @@ timeout = "5s"
 """
 
 
+def _one_line(text: str) -> str:
+    """Collapse newlines and runs of spaces (some headlines span lines) for one-line output."""
+    return " ".join(text.split())
+
+
 def _fmt_time(ts: str) -> str:
     return ts[11:16]
 
@@ -161,7 +166,7 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
                         scored += 1
                         if not quiet:
                             say(f"{_fmt_time(msg['published_at'])} {msg['sentiment'][:3]:3s} "
-                                f"{msg['sentiment_score']:+.2f} {msg['topic'][:26]:26s} {msg['title'][:80]}")
+                                f"{msg['sentiment_score']:+.2f} {msg['topic'][:26]:26s} {_one_line(msg['title'])[:80]}")
                     elif topic == settings.topic(settings.topic_dlq):
                         dead += 1
                         say(f"DLQ {msg['reason']}")
@@ -174,7 +179,7 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
                                 f"{_fmt_time(msg['window_end'])} negative {msg['negative_count']}/{msg['count']} "
                                 f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
                             for h in msg.get("top_headlines", [])[:3]:
-                                say(f"      {h['sentiment_score']:+.2f} {h['title'][:90]}")
+                                say(f"      {h['sentiment_score']:+.2f} {_one_line(h['title'])[:90]}")
                 worker.check()
                 with lock:
                     verified = sum(1 for _, _, ok in received if ok)
