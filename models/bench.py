@@ -61,15 +61,17 @@ def machine() -> dict:
 
 def peak_rss_mib(n: int = 10_000, variant: str = "int8") -> float:
     """Peak RSS (MiB) of a fresh process that loads the classifier and classifies ``n`` headlines."""
+    # VmHWM of the child itself: ru_maxrss would include the parent's peak, which survives exec
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from models.bench import _headlines\n"
         "from models import Classifier\n"
         f"c = Classifier(device='cpu', variant='{variant}')\n"
         f"texts = _headlines({n})\n"
         "for i in range(0, len(texts), 1024):\n"
         "    c.classify(texts[i:i+1024])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(hwm.split()[1])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
