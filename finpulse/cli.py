@@ -163,9 +163,10 @@ def worker(namespace, faust_args) -> None:
         os.environ["FINPULSE_NAMESPACE"] = namespace
     from stream.app import app
 
-    level = logging.getLevelName(logging.getLogger().level).lower()
-    sys.argv = ["finpulse-worker", "worker", "--without-web", "-l", "info" if level in ("debug", "info") else level,
-                *faust_args]
+    # Faust's -l accepts crit / error / warn / info / debug
+    faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}.get(
+        logging.getLevelName(logging.getLogger().level), "warn")
+    sys.argv = ["finpulse-worker", "worker", "--without-web", "-l", faust_level, *faust_args]
     app.main()
 
 

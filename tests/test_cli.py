@@ -123,3 +123,22 @@ def test_stack_up_replay_and_down(runner, tmp_path, monkeypatch):
     finally:
         res = runner.invoke(main, ["stack", "down"])
         assert res.exit_code == 0 and "stopped" in res.stdout
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_worker_accepts_every_log_level(level, stack, namespace, tmp_path):
+    """`finpulse --log-level X worker` must start (Faust's own -l spells levels differently)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
+           "FINPULSE_NAMESPACE": namespace}
+    proc = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "--log-level", level, "worker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(4)
+    alive = proc.poll() is None
+    proc.terminate()
+    out = proc.communicate(timeout=30)[0]
+    assert alive, out[-2000:]
