@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         well under a second, and Tansu holds a first join for about half this value.
     :param session_timeout_s: consumer-group session timeout (a dead worker's partitions move
         to the others after this).
+    :param fetch_max_wait_ms: longest a worker's fetch request waits for data. Faust fixes it at
+        1500 ms; Apache Kafka answers as soon as data arrives anyway, but the Tansu dev broker holds
+        idle fetches, which added ~0.6 s per hop, so the worker lowers it (stream/app.py).
     :param max_payload_bytes: raw messages larger than this are dead-lettered.
     :param future_tolerance_s: events dated more than this in the future are dead-lettered.
     :param late_allowance_s: events older than the newest event time minus this are "late"
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
     commit_every: int = Field(256, ge=1)
     rebalance_timeout_s: float = Field(10.0, gt=0)
     session_timeout_s: float = Field(10.0, gt=0)
+    fetch_max_wait_ms: int = Field(100, ge=1, le=5000)
     max_payload_bytes: int = Field(64 * 1024, ge=1024)
     future_tolerance_s: float = Field(300.0, ge=0)
     late_allowance_s: float = Field(6 * 3600.0, ge=0)

@@ -15,6 +15,33 @@ from .services import resolve_bootstrap
 
 settings = Settings()
 
+
+def _use_fetch_max_wait(ms: int) -> None:
+    """Faust passes a fixed ``fetch_max_wait_ms=1500`` to aiokafka; use the setting instead.
+
+    Scoped to this (worker) process: only the consumer class that Faust's driver instantiates is
+    replaced, by a subclass that overrides that one argument.
+    """
+    import aiokafka
+    import faust.transport.drivers.aiokafka as driver
+
+    base = aiokafka.AIOKafkaConsumer
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            kwargs["fetch_max_wait_ms"] = ms
+            super().__init__(*args, **kwargs)
+
+    import types
+
+    patched = types.ModuleType(aiokafka.__name__)
+    patched.__dict__.update(vars(aiokafka))
+    patched.AIOKafkaConsumer = Consumer
+    driver.aiokafka = patched
+
+
+_use_fetch_max_wait(settings.fetch_max_wait_ms)
+
 app = faust.App(
     settings.group_id,
     broker=[f"kafka://{hp.strip()}" for hp in resolve_bootstrap(settings).split(",")],

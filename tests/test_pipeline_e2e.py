@@ -14,6 +14,7 @@ from alerts.store import WindowStore
 from alerts.windows import scopes_for
 from finpulse.settings import Settings
 from models.data import load_split
+from stream.messages import validate
 
 from .support import Worker, consume, create_topics, produce, wait_for, worker_env
 
@@ -80,6 +81,7 @@ def test_end_to_end_200_messages(stack, ns_settings, tmp_path):
         scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=200, timeout=120)
         assert sorted(m["id"] for m in scored) == sorted(m["id"] for m in msgs)
         for m in scored:
+            validate("news.scored", m)
             for field in ("topic", "topic_score", "topics_top3", "sentiment", "sentiment_probs",
                           "sentiment_score", "tickers", "model_version", "classified_at", "published_at"):
                 assert field in m, field
