@@ -27,7 +27,7 @@ import aiohttp
 
 from . import constants as C
 from .exceptions import ConfigError
-from .rules import make_event_id, parse_duration, severity_rank
+from .rules import check_table, make_event_id, parse_duration, severity_rank
 from .signing import secret_key, sign_headers
 from .windows import format_time, normalize_scope
 
@@ -228,13 +228,7 @@ def parse_endpoints(items: Any, *, secrets: Mapping[str, str] | None = None,
     out: list[Endpoint] = []
     for i, d in enumerate(items):
         w = f"{where}: endpoints[{i}]"
-        if not isinstance(d, Mapping):
-            raise ConfigError(w, "must be a table")
-        unknown = set(d) - _ENDPOINT_KEYS
-        if unknown:
-            raise ConfigError(w, f"unknown key(s) {sorted(unknown)}")
-        if "name" not in d or "url" not in d:
-            raise ConfigError(w, "name and url are required")
+        check_table(d, w, allowed=_ENDPOINT_KEYS, required=("name", "url"))
         name = d["name"]
         secret = d.get("secret")
         if secret is None and d.get("secret_env"):

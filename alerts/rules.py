@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import constants as C
 from .exceptions import ConfigError
@@ -426,6 +426,25 @@ _RULE_KEYS = {"name", "scope_type", "scopes", "short_window", "baseline_window",
               "baseline_prior_weight", "description"}
 
 
+def check_table(d: Any, where: str, *, allowed: set[str], required: Sequence[str]) -> None:
+    """Check one TOML table of the rules file: a table, no unknown keys, the required keys present.
+
+    :param d: the parsed value.
+    :param where: location used in error messages.
+    :param allowed: the keys the table may have.
+    :param required: the keys it must have.
+    :raises ConfigError: naming the problem and the location.
+    """
+    if not isinstance(d, Mapping):
+        raise ConfigError(where, "must be a table")
+    unknown = set(d) - allowed
+    if unknown:
+        raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ConfigError(where, f"{' and '.join(required)} are required (missing {', '.join(missing)})")
+
+
 def parse_rule(d: Mapping[str, Any], where: str = "rule") -> Rule:
     """Build a :class:`Rule` from one ``[[rules]]`` TOML table.
 
@@ -433,13 +452,7 @@ def parse_rule(d: Mapping[str, Any], where: str = "rule") -> Rule:
     :param where: location used in error messages.
     :raises ConfigError: on unknown keys or invalid values.
     """
-    if not isinstance(d, Mapping):
-        raise ConfigError(where, "must be a table")
-    unknown = set(d) - _RULE_KEYS
-    if unknown:
-        raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
-    if "name" not in d or "scope_type" not in d:
-        raise ConfigError(where, "name and scope_type are required")
+    check_table(d, where, allowed=_RULE_KEYS, required=("name", "scope_type"))
     kw: dict[str, Any] = {"name": d["name"], "scope_type": d["scope_type"]}
     st = d["scope_type"]
     raw_scopes = d.get("scopes", [])

@@ -71,41 +71,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_redis(url: str, timeout: float = 20.0) -> None:
-    """Block until ``PING`` succeeds at ``url``; raise :class:`StackError` after ``timeout`` s."""
-    import redis
-
+def _wait_until(probe, what: str, timeout: float, interval: float) -> None:
+    """Call ``probe()`` until it returns without raising; :class:`StackError` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            client = redis.Redis.from_url(url, socket_timeout=1)
-            if client.ping():
-                client.close()
-                return
+            probe()
+            return
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last = exc
-        time.sleep(0.1)
-    raise StackError(f"redis at {url} did not answer within {timeout}s: {last}")
+            time.sleep(interval)
+    raise StackError(f"{what} did not answer within {timeout}s: {last}")
+
+
+def wait_for_redis(url: str, timeout: float = 20.0) -> None:
+    """Block until ``PING`` succeeds at ``url``; raise :class:`StackError` after ``timeout`` s."""
+    import redis
+
+    def ping() -> None:
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    _wait_until(ping, f"redis at {url}", timeout, 0.1)
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
     """Block until the broker at ``bootstrap`` answers a metadata request."""
     from kafka import KafkaAdminClient
 
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    def metadata() -> None:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                                 client_id="finpulse-stack-probe")
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                     client_id="finpulse-stack-probe")
             admin.list_topics()
+        finally:
             admin.close()
-            return
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last = exc
-            time.sleep(0.2)
-    raise StackError(f"kafka at {bootstrap} did not answer within {timeout}s: {last}")
+
+    _wait_until(metadata, f"kafka at {bootstrap}", timeout, 0.2)
 
 
 @dataclass
