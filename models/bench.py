@@ -85,8 +85,6 @@ def run_bench(quick: bool = False, peer: bool = True, batch_sizes=(1, 8, 32, 128
     :param peer: also time the Hugging Face pipeline (needs the ``train`` extra).
     :param batch_sizes: Classifier batch sizes to time.
     """
-    import onnxruntime as ort
-
     from .classifier import Classifier
     from .export import BUILD_DIR
 
@@ -99,10 +97,7 @@ def run_bench(quick: bool = False, peer: bool = True, batch_sizes=(1, 8, 32, 128
     if fp32_path.exists():
         variants.insert(0, "fp32")
     for variant in variants:
-        clf = Classifier(device="cpu", variant="int8")
-        if variant == "fp32":
-            opts = ort.SessionOptions()
-            clf.session = ort.InferenceSession(str(fp32_path), opts, providers=["CPUExecutionProvider"])
+        clf = Classifier(device="cpu", onnx_path=fp32_path if variant == "fp32" else None)
         results["classifier"][variant] = {}
         for bs in batch_sizes:
             clf.batch_size = bs

@@ -47,11 +47,14 @@ class Classifier:
     :param variant: force ``int8`` (CPU) or ``fp16`` (GPU); default follows the device.
     :param batch_size: texts per ONNX run inside :meth:`classify`.
     :param threads: ONNX Runtime intra-op threads (0 = one per core).
+    :param onnx_path: run this ONNX file instead of the manifest's (e.g. the unshipped fp32 export,
+        for evaluation and benchmarks); it must have the same inputs, outputs and labels.
     :param verify: check every file's sha256 against the manifest before loading.
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, device: str = "auto", variant: str | None = None,
-                 batch_size: int = 32, threads: int = 0, verify: bool = True):
+                 batch_size: int = 32, threads: int = 0, verify: bool = True,
+                 onnx_path: str | Path | None = None):
         import onnxruntime as ort
 
         self.manifest = load_manifest(model_dir, verify=verify)
@@ -67,12 +70,15 @@ class Classifier:
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise RuntimeError("device='cuda' but onnxruntime has no CUDAExecutionProvider "
                                "(install finpulse[gpu], which brings onnxruntime-gpu)")
-        variant = variant or ("fp16" if want_cuda else "int8")
+        variant = variant or ("fp32" if onnx_path else "fp16" if want_cuda else "int8")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        if variant == "fp16":
+        if onnx_path:
+            path = Path(onnx_path)
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        elif variant == "fp16":
             from .gpu import fp16_model_path
 
             path = fp16_model_path(self.manifest)
@@ -80,11 +86,8 @@ class Classifier:
         elif variant == "int8":
             path = mdir / self.manifest["files"]["cpu"]["path"]
             providers = ["CPUExecutionProvider"]
-        elif variant == "fp32":  # an unshipped export, for evaluation (models.evaluate)
-            path = Path(self.manifest.get("_fp32_path") or mdir / "model.fp32.onnx")
-            providers = ["CPUExecutionProvider"]
         else:
-            raise ValueError(f"unknown variant {variant!r}; expected int8, fp16 or fp32")
+            raise ValueError(f"unknown variant {variant!r}; expected int8 or fp16 (or give onnx_path)")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.variant = variant
         self.provider = self.session.get_providers()[0]

@@ -50,12 +50,7 @@ def logits_fn(variant: str, model_dir: str | Path | None = None, checkpoint: str
     if variant == "fp32":
         from .export import BUILD_DIR
 
-        clf = Classifier(model_dir, device="cpu", variant="int8")
-        import onnxruntime as ort
-
-        clf.session = ort.InferenceSession(str(fp32_path or BUILD_DIR / "model.fp32.onnx"),
-                                           providers=["CPUExecutionProvider"])
-        return clf.logits
+        return Classifier(model_dir, device="cpu", onnx_path=fp32_path or BUILD_DIR / "model.fp32.onnx").logits
     device = "auto" if variant == "fp16" else "cpu"
     return Classifier(model_dir, device=device, variant=variant).logits
 

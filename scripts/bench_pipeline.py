@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.producer import NewsProducer, ensure_topics  # noqa: E402
+from finpulse.runner import WorkerProcess  # noqa: E402
 from finpulse.settings import Settings  # noqa: E402
 from finpulse.stack import EmbeddedStack  # noqa: E402
 from models.data import load_split  # noqa: E402
@@ -81,11 +81,7 @@ def main() -> None:
         ns = f"bench-{int(time.time())}"
         s = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, namespace=ns, partitions=1)
         ensure_topics(s, s.all_topics())
-        env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
-               "FINPULSE_NAMESPACE": ns, "FINPULSE_PARTITIONS": "1"}
-        log = open(Path(stack.log_dir) / "worker.log", "ab")
-        worker = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "--log-level", "warning", "worker"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        worker = WorkerProcess(s, Path(stack.log_dir) / "worker.log", log_level="warning")
         r = redis.Redis.from_url(stack.redis_url)
         key = metrics_key(ns)
         producer = NewsProducer(s, create_topics=False)
@@ -162,13 +158,12 @@ def main() -> None:
             result["latency_ms"] = {"rate_per_s": args.rate, "messages": n_lat, "measured": len(lats),
                                     "p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1),
                                     "max": round(lats[-1], 1)}
-            status = Path(f"/proc/{worker.pid}/status").read_text()
+            status = Path(f"/proc/{worker.proc.pid}/status").read_text()
             hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
             result["worker_peak_rss_mib"] = round(int(hwm.split()[1]) / 1024, 1)
         finally:
             producer.close()
-            worker.terminate()
-            worker.wait(30)
+            worker.stop(30)
     from models.bench import machine
 
     result["machine"] = machine()

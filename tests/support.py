@@ -96,13 +96,8 @@ def consume(bootstrap: str, topic: str, *, min_count: int, timeout: float) -> li
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    """Create topics with the product's own :func:`finpulse.producer.ensure_topics`."""
+    from finpulse.producer import ensure_topics
+    from finpulse.settings import Settings
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    except TopicAlreadyExistsError:
-        pass
-    admin.close()
+    ensure_topics(Settings(kafka_bootstrap=bootstrap, partitions=partitions), names)
