@@ -11,6 +11,8 @@ key (after ``finpulse:<ns>:``)                 type     content
                                                         ``sum_sentiment_score_micro``, ``mv:<model_version>``
 ``{<scope>}:seen:<bucket>``                    set      article ids counted in the bucket (idempotency)
 ``{<scope>}:neg:<bucket>``                     zset     5 most negative headlines (JSON), score = micro-score
+``claim:<article id>``                         string   the labels an article was first counted with (JSON:
+                                                        scopes, sentiment, micro-score, model version)
 ``scopes``                                     zset     scope -> start of the newest bucket with data
 ``evtime``                                     zset     ``oldest`` / ``newest`` event time seen (watermark)
 ``metrics``                                    hash     ``counted``, ``duplicates``, ``syndicated``, ``late``,
@@ -35,6 +37,7 @@ KEY_ROOT = "finpulse"
 BUCKET_KEY = "b"
 SEEN_KEY = "seen"
 TOP_NEGATIVE_KEY = "neg"
+CLAIM_KEY = "claim"
 SCOPES_KEY = "scopes"
 EVENT_TIME_KEY = "evtime"
 METRICS_KEY = "metrics"
@@ -48,7 +51,7 @@ MODEL_VERSION_FIELD_PREFIX = "mv:"
 SCORE_SCALE = 1_000_000
 """Sentiment scores are summed as integers in millionths, so sums do not depend on arrival order."""
 
-METRIC_FIELDS = ("counted", "duplicates", "syndicated", "late", "invalid")
+METRIC_FIELDS = ("counted", "duplicates", "syndicated", "late", "invalid", "relabelled")
 
 DEFAULT_BUCKET_SECONDS = 60
 DEFAULT_WINDOWS_S = (900, 3600, 86400)
@@ -117,6 +120,18 @@ def top_negative_key(namespace: str, scope: str, bucket: int) -> str:
     :param bucket: bucket start, integer epoch seconds.
     """
     return f"{prefix(namespace)}:{{{scope}}}:{TOP_NEGATIVE_KEY}:{bucket}"
+
+
+def claim_key(namespace: str, article_id: str) -> str:
+    """Key holding the labels an article was first counted with (see ``WindowStore.record``).
+
+    A single key (no hash tag needed): it is written with ``SET NX`` and read with ``GET``, never
+    together with other keys in one script or transaction.
+
+    :param namespace: run namespace.
+    :param article_id: the article's id.
+    """
+    return f"{prefix(namespace)}:{CLAIM_KEY}:{article_id}"
 
 
 def ns_key(namespace: str, name: str) -> str:

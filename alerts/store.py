@@ -1,16 +1,22 @@
 """Rolling negative-sentiment windows in Redis (per-scope, per-bucket counters keyed by event time).
 
-One Lua script per article per scope records the article id in the bucket's ``seen`` set first and
-counts it only when the id is new, so a redelivered or replayed article is never counted twice; the
+One Lua script call per scope per batch records each article id in its bucket's ``seen`` set first
+and counts it only when the id is new, so a redelivered or replayed article is never counted twice; the
 script touches only keys with the scope's hash tag (Redis Cluster safe). A batch is pipelined.
 Syndicated copies (``duplicate_of`` set) are not counted. See :mod:`alerts.constants` for the keys.
+
+First labels win: a redelivered article is classified again, and the int8 model's answer can
+differ slightly with the other headlines of its batch (dynamic quantisation), e.g. another topic,
+which would put it in a scope whose ``seen`` set does not know it. So before counting, each
+article claims its labels (``SET NX`` on ``claim:<id>``, then ``GET``); a redelivery is counted
+with the claimed labels, and ``relabelled`` counts the redeliveries whose new labels differed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any, Mapping, Sequence
 
@@ -21,29 +27,48 @@ from .windows import (Article, WindowStats, bucket_ceil, bucket_start, check_win
 
 log = logging.getLogger("finpulse.alerts.store")
 
-# KEYS: bucket hash, seen set, top-negative zset
-# ARGV: id, sentiment field, score (micro int), ttl, model-version field ('' = none),
-#       headline JSON ('' = not negative), top k
+# One call per scope and batch (every key shares the scope's hash tag).
+# KEYS: per bucket j (1-based): bucket hash 3j-2, seen set 3j-1, top-negative zset 3j
+# ARGV: ttl, top k, then 6 per article: j, id, sentiment field, score (micro int),
+#       model-version field ('' = none), headline JSON ('' = not negative)
+# returns one 1 (newly counted) or 0 (already in the bucket's seen set) per article
 _RECORD_LUA = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
-  return 0
+local ttl = tonumber(ARGV[1])
+local topk = tonumber(ARGV[2])
+local out, touched, negs = {}, {}, {}
+for i = 3, #ARGV, 6 do
+  local j = tonumber(ARGV[i])
+  local bkey = KEYS[3 * j - 2]
+  if redis.call('SADD', KEYS[3 * j - 1], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', bkey, 'n', 1)
+    redis.call('HINCRBY', bkey, ARGV[i + 2], 1)
+    redis.call('HINCRBY', bkey, 'sum_sentiment_score_micro', ARGV[i + 3])
+    if ARGV[i + 4] ~= '' then
+      redis.call('HINCRBY', bkey, ARGV[i + 4], 1)
+    end
+    if ARGV[i + 5] ~= '' then
+      redis.call('ZADD', KEYS[3 * j], ARGV[i + 3], ARGV[i + 5])
+      redis.call('ZREMRANGEBYRANK', KEYS[3 * j], topk, -1)
+      negs[j] = true
+    end
+    touched[j] = true
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-local ttl = tonumber(ARGV[4])
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[1], 'sum_sentiment_score_micro', ARGV[3])
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
+for j, _ in pairs(touched) do
+  redis.call('EXPIRE', KEYS[3 * j - 2], ttl)
+  redis.call('EXPIRE', KEYS[3 * j - 1], ttl)
 end
-redis.call('EXPIRE', KEYS[1], ttl)
-if ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
-  redis.call('ZREMRANGEBYRANK', KEYS[3], tonumber(ARGV[7]), -1)
-  redis.call('EXPIRE', KEYS[3], ttl)
+for j, _ in pairs(negs) do
+  redis.call('EXPIRE', KEYS[3 * j], ttl)
 end
-return 1
+return out
 """
+
+RECORD_CHUNK = 512
+"""Most articles of one scope counted by one script call (bounds a script's run time)."""
 
 # KEYS: bucket hashes (one scope, so one hash tag); returns "n,negative,positive,neutral,score,..."
 # (5 integers per key, 0 for missing) as one string: far cheaper to parse than nested replies
@@ -76,6 +101,7 @@ class RecordResult:
     :param duplicates: articles already counted in every scope (redelivery / replay).
     :param syndicated: articles skipped because ``duplicate_of`` is set.
     :param late: newly counted articles older than the watermark minus the late allowance.
+    :param relabelled: articles seen before with other labels (counted with their first labels).
     :param invalid: ``(index in batch, reason)`` of articles that could not be parsed (not counted;
         the caller should dead-letter them).
     :param touched: scope -> sorted bucket starts that received a new count.
@@ -85,6 +111,7 @@ class RecordResult:
     duplicates: int = 0
     syndicated: int = 0
     late: int = 0
+    relabelled: int = 0
     invalid: list[tuple[int, str]] = field(default_factory=list)
     touched: dict[str, list[int]] = field(default_factory=dict)
 
@@ -191,9 +218,10 @@ class WindowStore:
             except InvalidArticle as exc:
                 res.invalid.append((i, exc.reason))
         if parsed:
+            parsed = await self._claim(parsed, res)
             await self._record(parsed, res)
         metrics = {"counted": res.counted, "duplicates": res.duplicates, "syndicated": res.syndicated,
-                   "late": res.late, "invalid": len(res.invalid)}
+                   "late": res.late, "invalid": len(res.invalid), "relabelled": res.relabelled}
         if any(metrics.values()):
             pipe = self.redis.pipeline(transaction=False)
             for k, v in metrics.items():
@@ -204,13 +232,44 @@ class WindowStore:
             log.info("namespace %s: %d late article(s) counted in their own buckets", self.namespace, res.late)
         return res
 
+    async def _claim(self, parsed: list[Article], res: RecordResult) -> list[Article]:
+        """Give each article the labels it was first counted with (see the module docstring)."""
+        pipe = self.redis.pipeline(transaction=False)
+        mine: list[str | None] = []
+        for a in parsed:
+            if a.duplicate_of:
+                mine.append(None)
+                continue
+            claim = json.dumps([list(a.scopes), a.sentiment, a.score_micro, a.model_version], ensure_ascii=False)
+            key = C.claim_key(self.namespace, a.id)
+            pipe.set(key, claim, nx=True, ex=self.retention_s)
+            pipe.get(key)
+            mine.append(claim)
+        replies = iter(await pipe.execute())
+        out: list[Article] = []
+        for a, claim in zip(parsed, mine):
+            if claim is None:
+                out.append(a)
+                continue
+            next(replies)
+            first = next(replies)
+            first = claim if first is None else _s(first)  # None only if it expired in between
+            if first != claim:
+                scopes, sentiment, score_micro, model_version = json.loads(first)
+                a = replace(a, scopes=tuple(scopes), sentiment=sentiment, score_micro=int(score_micro),
+                            model_version=model_version,
+                            headline={**a.headline, "sentiment_score": int(score_micro) / C.SCORE_SCALE})
+                res.relabelled += 1
+            out.append(a)
+        return out
+
     async def _record(self, parsed: list[Article], res: RecordResult) -> None:
         ns, s = self.namespace, self.bucket_seconds
         running = await self.watermark()
         pipe = self.redis.pipeline(transaction=False)
-        calls: list[tuple[int, str, int]] = []  # (article index in `parsed`, scope, bucket)
-        late_flags: list[bool] = []
+        by_scope: dict[str, list[tuple[int, int, list]]] = {}  # scope -> (article index, bucket, args)
         newest_bucket: dict[str, int] = {}
+        late_flags: list[bool] = []
         for idx, a in enumerate(parsed):
             late_flags.append(running is not None and a.ts < running - self.late_allowance_s)
             running = a.ts if running is None else max(running, a.ts)
@@ -222,14 +281,24 @@ class WindowStore:
             # member = [published_at, id, headline]: equal scores order by time, then id (as top_negative)
             headline = (json.dumps([a.headline["published_at"], a.id, a.headline], sort_keys=True, ensure_ascii=False)
                         if a.sentiment == "negative" else "")
+            args = [a.id, a.sentiment, a.score_micro, mv, headline]
             for scope in a.scopes:
-                await self._script(
-                    keys=[C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b)],
-                    args=[a.id, a.sentiment, a.score_micro, self.retention_s, mv, headline, C.TOP_K],
-                    client=pipe,
-                )
-                calls.append((idx, scope, b))
+                by_scope.setdefault(scope, []).append((idx, b, args))
                 newest_bucket[scope] = max(newest_bucket.get(scope, b), b)
+        calls: list[list[tuple[int, str, int]]] = []  # per script call: (article index, scope, bucket)
+        for scope, rows in by_scope.items():
+            for off in range(0, len(rows), RECORD_CHUNK):
+                chunk = rows[off:off + RECORD_CHUNK]
+                slots: dict[int, int] = {}
+                keys: list[str] = []
+                argv: list = [self.retention_s, C.TOP_K]
+                for _, b, args in chunk:
+                    if b not in slots:
+                        slots[b] = len(slots) + 1
+                        keys += [C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b)]
+                    argv += [slots[b], *args]
+                await self._script(keys=keys, args=argv, client=pipe)
+                calls.append([(idx, scope, b) for idx, b, _ in chunk])
         for scope, b in newest_bucket.items():
             pipe.zadd(C.ns_key(ns, C.SCOPES_KEY), {scope: b}, gt=True)
         ev = C.ns_key(ns, C.EVENT_TIME_KEY)
@@ -239,10 +308,11 @@ class WindowStore:
 
         new_in: dict[int, int] = {}
         touched: dict[str, set[int]] = {}
-        for (idx, scope, b), r in zip(calls, results[: len(calls)]):
-            if int(r) == 1:
-                new_in[idx] = new_in.get(idx, 0) + 1
-                touched.setdefault(scope, set()).add(b)
+        for call, flags in zip(calls, results[: len(calls)]):
+            for (idx, scope, b), r in zip(call, flags):
+                if int(r) == 1:
+                    new_in[idx] = new_in.get(idx, 0) + 1
+                    touched.setdefault(scope, set()).add(b)
         for idx, a in enumerate(parsed):
             if a.duplicate_of:
                 continue

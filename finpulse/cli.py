@@ -117,13 +117,18 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
 @click.option("--limit", default=None, type=int, help="use only N examples per task (smoke runs)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
-def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads) -> None:
+@click.option("--layer-lr-decay", default=1.0, show_default=True, help="per-layer lr factor (1 = off)")
+@click.option("--ema-decay", default=0.0, show_default=True, help="weight EMA decay, e.g. 0.999 (0 = off)")
+@click.option("--label-smoothing", default=0.0, show_default=True)
+def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
+          label_smoothing) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from models.train import TrainConfig
     from models.train import train as run_train
 
     summary = run_train(TrainConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                    limit=limit, device=device, threads=threads))
+                                    limit=limit, device=device, threads=threads, layer_lr_decay=layer_lr_decay,
+                                    ema_decay=ema_decay, label_smoothing=label_smoothing))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
 
 

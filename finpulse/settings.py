@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     :param windows_s: query windows in seconds (default 15 min, 1 h, 24 h).
     :param model_dir: directory of the shipped model manifest; empty = the bundled model.
     :param device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    :param infer_workers: inference threads of the worker: micro-batches classified at the same
+        time. The classify agent keeps ``infer_workers + 1`` batches in flight (the extra one is
+        being collected or produced); outputs stay in partition order.
+    :param infer_threads: ONNX Runtime intra-op threads per inference run (0 = the machine's
+        cores divided by ``infer_workers``).
+    :param infer_spinning: let idle inference threads busy-wait (ONNX Runtime's default). Off by
+        default in the worker: it shares its cores with the event loop (and, in development, with
+        the broker and Redis), and spinning threads take CPU they need.
     :param rules_file: TOML file of detection rules and webhook endpoints.
     :param webhook_secrets_file: optional TOML/``KEY=VALUE`` file of endpoint secrets.
     """
@@ -92,9 +100,16 @@ class Settings(BaseSettings):
 
     model_dir: str = ""
     device: str = "auto"
+    infer_workers: int = Field(2, ge=1, le=16)
+    infer_threads: int = Field(0, ge=0)
+    infer_spinning: bool = False
 
     rules_file: str = str(REPO_ROOT / "config" / "rules.toml")
     webhook_secrets_file: str = ""
+
+    def infer_threads_resolved(self) -> int:
+        """ONNX Runtime intra-op threads per inference run (``infer_threads``, or the cores / workers)."""
+        return self.infer_threads or max(1, (os.cpu_count() or 1) // self.infer_workers)
 
     @field_validator("namespace")
     @classmethod

@@ -47,13 +47,16 @@ class Classifier:
     :param variant: force ``int8`` (CPU) or ``fp16`` (GPU); default follows the device.
     :param batch_size: texts per ONNX run inside :meth:`classify`.
     :param threads: ONNX Runtime intra-op threads (0 = one per core).
+    :param spinning: let idle intra-op threads busy-wait for the next piece of work (ONNX
+        Runtime's default). Fastest on an otherwise idle machine; a worker that shares its cores
+        with the event loop, the broker and Redis turns it off so waiting threads yield the CPU.
     :param onnx_path: run this ONNX file instead of the manifest's (e.g. the unshipped fp32 export,
         for evaluation and benchmarks); it must have the same inputs, outputs and labels.
     :param verify: check every file's sha256 against the manifest before loading.
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, device: str = "auto", variant: str | None = None,
-                 batch_size: int = 32, threads: int = 0, verify: bool = True,
+                 batch_size: int = 32, threads: int = 0, spinning: bool = True, verify: bool = True,
                  onnx_path: str | Path | None = None):
         import onnxruntime as ort
 
@@ -75,6 +78,8 @@ class Classifier:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if onnx_path:
             path = Path(onnx_path)
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]

@@ -23,28 +23,14 @@ def logits_fn(variant: str, model_dir: str | Path | None = None, checkpoint: str
     :param fp32_path: the fp32 ONNX file, for ``fp32`` (default ``build/onnx/model.fp32.onnx``).
     """
     if variant == "torch":
-        import torch
-
         from .manifest import load_manifest
-        from .network import load_checkpoint
-        from .normalize import normalize_text
-        from .tokenize import encode_batch, load_tokenizer
+        from .network import load_checkpoint, torch_logits
+        from .tokenize import load_tokenizer
 
         manifest = load_manifest(model_dir)
         tok = load_tokenizer(Path(manifest["_dir"]) / manifest["files"]["tokenizer"]["path"], manifest["max_length"])
         model = load_checkpoint(checkpoint or "models/artifacts/checkpoint")
-
-        def run(texts):
-            outs_t, outs_s = [], []
-            with torch.no_grad():
-                for i in range(0, len(texts), 64):
-                    ids, mask, _ = encode_batch(tok, [normalize_text(t) for t in texts[i:i + 64]])
-                    t, s = model(torch.from_numpy(ids), torch.from_numpy(mask))
-                    outs_t.append(t.numpy())
-                    outs_s.append(s.numpy())
-            return np.concatenate(outs_t), np.concatenate(outs_s)
-
-        return run
+        return lambda texts: torch_logits(model, tok, list(texts))
     from .classifier import Classifier
 
     if variant == "fp32":

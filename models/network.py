@@ -80,3 +80,31 @@ def load_checkpoint(ckpt_dir: str | Path, attn_implementation: str | None = None
     model.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model
+
+
+def torch_logits(model: MultiTaskClassifier, tokenizer, texts, device=None, batch_size: int = 64):
+    """Run the PyTorch model over ``texts`` (normalised and tokenised as at run time).
+
+    :param model: the network (put it in eval mode first).
+    :param tokenizer: a ``tokenizers.Tokenizer`` from :func:`models.tokenize.load_tokenizer`.
+    :param texts: raw texts.
+    :param device: torch device of the model (default CPU).
+    :param batch_size: texts per forward pass.
+    :returns: ``(topic_logits, sentiment_logits)`` as numpy arrays.
+    """
+    import numpy as np
+
+    from .normalize import normalize_text
+    from .tokenize import encode_batch
+
+    outs_t, outs_s = [], []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            ids, mask, _ = encode_batch(tokenizer, [normalize_text(t) for t in texts[i:i + batch_size]])
+            t, s = model(torch.from_numpy(ids).to(device or "cpu"), torch.from_numpy(mask).to(device or "cpu"))
+            outs_t.append(t.float().cpu().numpy())
+            outs_s.append(s.float().cpu().numpy())
+    if not outs_t:
+        return (np.zeros((0, model.topic_head.out_features), np.float32),
+                np.zeros((0, model.sentiment_head.out_features), np.float32))
+    return np.concatenate(outs_t), np.concatenate(outs_s)

@@ -29,7 +29,7 @@ from .data import Example, load_split, stratified_holdout
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
 from .metrics import classification_report
 from .normalize import NORMALIZATION_VERSION, normalize_text
-from .tokenize import encode_batch, load_tokenizer
+from .tokenize import load_tokenizer
 
 log = logging.getLogger("finpulse.train")
 
@@ -59,6 +59,12 @@ class TrainConfig:
         (helps macro-F1 on the rarer negative / positive classes); ``None`` = unweighted.
     :param freeze_word_embeddings: keep the 30522 x 384 token-embedding table fixed (a third of
         the weights; freezing it speeds CPU steps and guards rare tokens against drift).
+    :param layer_lr_decay: layer-wise learning-rate decay: the heads train at ``lr``, encoder layer
+        ``i`` (of ``L``) at ``lr * decay ** (L - i)``, the embeddings at ``lr * decay ** (L + 1)``;
+        ``1.0`` = one rate for all.
+    :param ema_decay: keep an exponential moving average of the weights (e.g. ``0.999``) and
+        evaluate and save the averaged weights; ``0`` = off.
+    :param label_smoothing: cross-entropy label smoothing for both heads.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -79,6 +85,9 @@ class TrainConfig:
     init_from: str | None = None
     sentiment_weight: float = 1.0
     sentiment_class_weights: str | None = None
+    layer_lr_decay: float = 1.0
+    ema_decay: float = 0.0
+    label_smoothing: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -105,9 +114,37 @@ def _bucketed_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) 
     return batches
 
 
+def _param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """AdamW parameter groups: no weight decay on biases and LayerNorm; layer-wise lr decay.
+
+    :param model: the :class:`~models.network.MultiTaskClassifier` being trained.
+    :param cfg: supplies ``lr``, ``weight_decay`` and ``layer_lr_decay``.
+    """
+    n_layers = model.encoder.config.num_hidden_layers
+    no_decay = ("bias", "LayerNorm.weight")
+
+    def depth(name: str) -> int:
+        # heads: 0; encoder layer i: n_layers - i; embeddings: n_layers + 1
+        if name.startswith("encoder.embeddings."):
+            return n_layers + 1
+        if name.startswith("encoder.encoder.layer."):
+            return n_layers - int(name.split(".")[3])
+        return 0
+
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        d, nd = depth(name), any(k in name for k in no_decay)
+        g = groups.setdefault((d, nd), {"params": [], "weight_decay": 0.0 if nd else cfg.weight_decay,
+                                        "lr": cfg.lr * cfg.layer_lr_decay ** d})
+        g["params"].append(p)
+    return list(groups.values())
+
+
 def _evaluate(model, tokenizer, examples: list[Example], device, batch_size: int = 128) -> dict:
     """Dev-slice report per task, from the PyTorch model."""
-    import torch
+    from .network import torch_logits
 
     model.eval()
     out = {}
@@ -115,13 +152,8 @@ def _evaluate(model, tokenizer, examples: list[Example], device, batch_size: int
         exs = [e for e in examples if e.task == task]
         if not exs:
             continue
-        preds: list[int] = []
-        with torch.no_grad():
-            for i in range(0, len(exs), batch_size):
-                ids, mask, _ = encode_batch(tokenizer, [normalize_text(e.text) for e in exs[i : i + batch_size]])
-                t_logits, s_logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
-                logits = t_logits if task == "topic" else s_logits
-                preds.extend(logits.argmax(-1).tolist())
+        t_logits, s_logits = torch_logits(model, tokenizer, [e.text for e in exs], device, batch_size)
+        preds = (t_logits if task == "topic" else s_logits).argmax(-1).tolist()
         rep = classification_report([e.label for e in exs], preds, labels)
         out[task] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"]}
     model.train()
@@ -178,12 +210,13 @@ def train(cfg: TrainConfig) -> dict:
         model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
     if cfg.freeze_word_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
+    groups = _param_groups(model, cfg)
     optim = torch.optim.AdamW(groups, lr=cfg.lr)
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(total_steps * cfg.warmup_ratio))
@@ -194,12 +227,12 @@ def train(cfg: TrainConfig) -> dict:
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=cfg.label_smoothing)
     sent_loss_fn = loss_fn
     if cfg.sentiment_class_weights == "balanced":
         counts = np.bincount(sent_y[sent_y != IGNORE], minlength=len(SENTIMENT_LABELS)).astype(float)
         w = counts.sum() / (len(counts) * np.maximum(counts, 1))
-        sent_loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, weight=torch.tensor(w, dtype=torch.float32,
+        sent_loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=cfg.label_smoothing, weight=torch.tensor(w, dtype=torch.float32,
                                                                                            device=device))
 
     recipe = {
@@ -242,11 +275,14 @@ def train(cfg: TrainConfig) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{max(sched.get_last_lr()):.2e}")
         bar.close()
-        dev = _evaluate(model, tokenizer, dev_set, device)
+        scored = model if ema is None else ema.module
+        dev = _evaluate(scored, tokenizer, dev_set, device)
         score = float(np.mean([dev[t]["macro_f1"] for t in dev]))
         history.append({"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score,
                         "elapsed_s": round(time.time() - started, 1)})
@@ -254,7 +290,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"epoch {epoch + 1}: loss={running:.4f} dev={json.dumps(dev)}", flush=True)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
-            save_checkpoint(model, cfg.out_dir, {**recipe, "best_epoch": best_epoch, "dev": dev})
+            save_checkpoint(scored, cfg.out_dir, {**recipe, "best_epoch": best_epoch, "dev": dev})
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 
 from alerts.constants import metrics_key
 
@@ -46,23 +47,47 @@ async def _count(**fields: int) -> None:
 
 @app.agent(raw_topic, concurrency=1)
 async def classify(stream):
-    """Classify micro-batches of raw headlines."""
+    """Classify micro-batches of raw headlines, pipelined.
+
+    While batch N is in an inference thread, the agent already collects batch N+1, and the
+    scored output of batch N-1 is produced: ``settings.infer_workers`` batches are classified at
+    once and one more is collected or produced. Batches are finished strictly in order (their outputs are produced in partition
+    order), and a batch's offsets are acknowledged only after its outputs were acknowledged by
+    the broker (``noack_take`` + manual ``stream.ack``). Unfinished batches of a stopping worker
+    are never acknowledged, so they are redelivered.
+    """
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
     clf = await services.classifier()
-    async for events in stream.take_events(settings.batch_max, settings.batch_within):
-        items = [RawItem(e.message.value, e.message.topic, e.message.partition, e.message.offset, e.message.key)
-                 for e in events]
-        batch = await loop.run_in_executor(
-            services.executor,
-            lambda: score_batch(items, clf.classify, max_bytes=settings.max_payload_bytes,
-                                future_tolerance_s=settings.future_tolerance_s))
+    inflight: deque[asyncio.Task] = deque()
+
+    async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None) -> None:
+        batch = await scoring
+        if previous is not None:
+            await previous  # keep output order; a failed predecessor fails this batch too
         await _produce(scored_topic, [(m["id"].encode(), encode(m)) for m in batch.scored])
         if batch.dead:
             for d in batch.dead:
                 log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"])
             await _produce(dlq_topic, [(None, encode(d)) for d in batch.dead])
+        for e in events:
+            await stream.ack(e)
         await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
+
+    try:
+        async for events in stream.noack_take(settings.batch_max, settings.batch_within):
+            items = [RawItem(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                             e.message.key) for e in events]
+            scoring = loop.run_in_executor(
+                services.executor,
+                lambda items=items: score_batch(items, clf.classify, max_bytes=settings.max_payload_bytes,
+                                                future_tolerance_s=settings.future_tolerance_s))
+            inflight.append(asyncio.ensure_future(finish(events, scoring, inflight[-1] if inflight else None)))
+            while inflight and (inflight[0].done() or len(inflight) > settings.infer_workers):
+                await inflight.popleft()
+    finally:
+        for task in inflight:  # stopping: their offsets stay unacknowledged and are redelivered
+            task.cancel()
 
 
 @app.agent(scored_topic, concurrency=1)
@@ -140,3 +165,11 @@ async def run_deliveries():
         await _produce(alerts_dlq_topic, [(record.get("alert_id", "").encode() or None, encode(record))])
 
     await svc.run(on_dead)
+
+
+@app.on_before_shutdown.connect
+async def stop_deliveries(sender, **kwargs) -> None:
+    """Worker shutdown: the delivery loop ends after its current attempt instead of mid-request."""
+    from .delivery import stop_delivery
+
+    stop_delivery()

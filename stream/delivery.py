@@ -49,7 +49,14 @@ class DeliveryService:
             await deliverer.run_forever(self.stop_event, poll_s=0.5)
 
     def stop(self) -> None:
+        """Let the delivery loop finish its current attempt and return (worker shutdown)."""
         self.stop_event.set()
+
+
+def stop_delivery() -> None:
+    """Stop the process's :class:`DeliveryService`, if one was started."""
+    if _service is not None:
+        _service.stop()
 
 
 async def delivery_service(services) -> DeliveryService:

@@ -49,7 +49,7 @@ class Services:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finpulse-infer")
+        self.executor = ThreadPoolExecutor(max_workers=settings.infer_workers, thread_name_prefix="finpulse-infer")
         self._classifier = None
         self._redis = None
         self._store = None
@@ -67,7 +67,9 @@ class Services:
                     self._classifier = await loop.run_in_executor(
                         self.executor,
                         lambda: Classifier(self.settings.model_dir or None, device=self.settings.device,
-                                           batch_size=self.settings.batch_max))
+                                           batch_size=self.settings.batch_max,
+                                           threads=self.settings.infer_threads_resolved(),
+                                           spinning=self.settings.infer_spinning))
         return self._classifier
 
     async def redis(self):
@@ -115,4 +117,5 @@ class Services:
 def worker_env_summary(settings: Settings) -> str:
     """One log line describing where this worker reads and writes."""
     return (f"namespace={settings.namespace} group={settings.group_id} raw={settings.topic(settings.topic_raw)} "
-            f"pid={os.getpid()}")
+            f"inference={settings.infer_workers}x{settings.infer_threads_resolved()} threads "
+            f"spinning={settings.infer_spinning} pid={os.getpid()}")

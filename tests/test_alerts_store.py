@@ -78,10 +78,29 @@ async def test_partial_record_is_repaired_by_redelivery(redis_client):
     """A crash between scope scripts leaves some scopes uncounted; the redelivery counts only those."""
     store = WindowStore(redis_client, "t")
     a = art(1, T0, tickers=["AAPL"])
-    await store.record([{**a, "tickers": []}])  # as if only all/topic scripts had run
+    await store.record([a])
+    # as if the process died after the claim and the all/topic scripts, before the ticker script
+    await redis_client.delete(C.bucket_key("t", "ticker:AAPL", T0), C.seen_key("t", "ticker:AAPL", T0))
     res = await store.record([a])
     assert res.counted == 1 and res.touched == {"ticker:AAPL": [T0]}
     assert (await store.stats("all", T0 + 60, 60)).n == 1 and (await store.stats("ticker:AAPL", T0 + 60, 60)).n == 1
+
+
+async def test_redelivery_with_other_labels_counts_the_first_labels(redis_client):
+    """A redelivered article classified differently (another batch around it) keeps its first labels."""
+    store = WindowStore(redis_client, "t")
+    await store.record([art(1, T0, "negative", topic="Macro", score=-0.8)])
+    res = await store.record([art(1, T0, "neutral", topic="Earnings", score=-0.1)])
+    assert (res.counted, res.duplicates, res.relabelled, res.touched) == (0, 1, 1, {})
+    for scope in ("all", "topic:Macro", "ticker:AAPL"):
+        st = await store.stats(scope, T0 + 60, 60)
+        assert (st.n, st.negative, st.neutral, st.sum_score) == (1, 1, 0, pytest.approx(-0.8))
+    assert (await store.stats("topic:Earnings", T0 + 60, 60)).n == 0
+    assert "topic:Earnings" not in await store.scopes()
+    assert (await store.metrics())["relabelled"] == 1
+    # a syndicated copy claims nothing
+    await store.record([art(2, T0 + 1, duplicate_of="a1")])
+    assert await redis_client.get(C.claim_key("t", "a2")) is None
 
 
 async def test_syndicated_copies_are_not_counted(redis_client):

@@ -96,6 +96,24 @@ def test_end_to_end_200_messages(stack, ns_settings, tmp_path):
     assert "Traceback" not in worker.log()
 
 
+def test_order_is_kept_with_batches_in_flight(stack, namespace, tmp_path):
+    """Small batches, three classified at once: news.scored still follows news.raw's order."""
+    s = Settings(namespace=namespace, kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, partitions=1)
+    create_topics(stack.kafka_bootstrap, s.all_topics(), 1)
+    msgs = raw_messages(240, offset=900)
+    worker = Worker(worker_env(stack, s.namespace, FINPULSE_PARTITIONS=1, FINPULSE_BATCH_MAX=8,
+                               FINPULSE_INFER_WORKERS=3, FINPULSE_INFER_THREADS=1), tmp_path / "worker.log")
+    try:
+        produce(s.kafka_bootstrap, s.topic(s.topic_raw), encode(msgs), [m["id"].encode() for m in msgs])
+        scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=240, timeout=120)
+        assert [m["id"] for m in scored] == [m["id"] for m in msgs]
+        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted") >= 240, 60, what="aggregation")
+    finally:
+        worker.stop()
+    assert "inference=3x1 threads" in worker.log()  # the settings reached the worker
+    assert "Traceback" not in worker.log()
+
+
 def test_redelivery_after_crash_does_not_double_count(stack, ns_settings, tmp_path):
     s = ns_settings
     msgs = raw_messages(120, offset=300)
