@@ -1,13 +1,16 @@
 """The Faust agents: thin wiring around the plain functions in :mod:`stream.pipeline` and :mod:`alerts`.
 
-* ``classify``: ``news.raw`` -> micro-batches -> ONNX in a thread -> ``news.scored`` (+ ``news.dlq``)
+* ``classify``: ``news.raw`` -> micro-batches -> ONNX in inference threads (pipelined) -> ``news.scored``
+  (+ ``news.dlq``)
 * ``aggregate``: ``news.scored`` -> Redis windows -> detector -> ``alerts``
 * ``deliver``: ``alerts`` -> durable webhook queue in Redis; a background task delivers it.
 
-Offsets: ``take_events`` acks a batch only after the loop body finished, and every produce in the
-body is awaited until the broker acknowledged it, so an offset is committed only after the
-messages derived from it are durable. A crash before the commit redelivers the batch; Redis
-de-duplicates by article id, and alert ids are deterministic.
+Offsets: the classify agent acknowledges a batch's events itself (``noack_take`` + ``stream.ack``)
+after its outputs were acknowledged by the broker; the other agents use ``take_events``, which acks
+a batch only after the loop body finished, and every produce in a body is awaited until the broker
+acknowledged it. So an offset is committed only after the messages derived from it are durable. A
+crash before the commit redelivers the batch; Redis de-duplicates by article id (first labels
+win), and alert ids are deterministic.
 """
 
 from __future__ import annotations
