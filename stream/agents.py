@@ -54,10 +54,10 @@ async def classify(stream):
 
     While batch N is in an inference thread, the agent already collects batch N+1, and the
     scored output of batch N-1 is produced: ``settings.infer_workers`` batches are classified at
-    once and one more is collected or produced. Batches are finished strictly in order (their outputs are produced in partition
-    order), and a batch's offsets are acknowledged only after its outputs were acknowledged by
-    the broker (``noack_take`` + manual ``stream.ack``). Unfinished batches of a stopping worker
-    are never acknowledged, so they are redelivered.
+    once and one more is collected or produced. Batches are finished strictly in order (outputs
+    keep partition order), and a batch's offsets are acknowledged only after its outputs were
+    acknowledged by the broker (``noack_take`` + manual ``stream.ack``). Unfinished batches of a
+    stopping worker are never acknowledged, so they are redelivered.
     """
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
