@@ -218,8 +218,8 @@ class WindowStore:
             except InvalidArticle as exc:
                 res.invalid.append((i, exc.reason))
         if parsed:
-            parsed = await self._claim(parsed, res)
-            await self._record(parsed, res)
+            parsed, watermark = await self._claim(parsed, res)
+            await self._record(parsed, res, watermark)
         metrics = {"counted": res.counted, "duplicates": res.duplicates, "syndicated": res.syndicated,
                    "late": res.late, "invalid": len(res.invalid), "relabelled": res.relabelled}
         if any(metrics.values()):
@@ -232,9 +232,14 @@ class WindowStore:
             log.info("namespace %s: %d late article(s) counted in their own buckets", self.namespace, res.late)
         return res
 
-    async def _claim(self, parsed: list[Article], res: RecordResult) -> list[Article]:
-        """Give each article the labels it was first counted with (see the module docstring)."""
+    async def _claim(self, parsed: list[Article], res: RecordResult) -> tuple[list[Article], float | None]:
+        """Give each article the labels it was first counted with (see the module docstring).
+
+        :returns: the articles with their first labels, and the namespace's watermark before this
+            batch (read in the same round trip).
+        """
         pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(C.ns_key(self.namespace, C.EVENT_TIME_KEY), C.EVENT_TIME_NEWEST)
         mine: list[str | None] = []
         for a in parsed:
             if a.duplicate_of:
@@ -246,6 +251,7 @@ class WindowStore:
             pipe.get(key)
             mine.append(claim)
         replies = iter(await pipe.execute())
+        newest = next(replies)
         out: list[Article] = []
         for a, claim in zip(parsed, mine):
             if claim is None:
@@ -261,11 +267,10 @@ class WindowStore:
                             headline={**a.headline, "sentiment_score": int(score_micro) / C.SCORE_SCALE})
                 res.relabelled += 1
             out.append(a)
-        return out
+        return out, (None if newest is None else float(newest))
 
-    async def _record(self, parsed: list[Article], res: RecordResult) -> None:
+    async def _record(self, parsed: list[Article], res: RecordResult, running: float | None) -> None:
         ns, s = self.namespace, self.bucket_seconds
-        running = await self.watermark()
         pipe = self.redis.pipeline(transaction=False)
         by_scope: dict[str, list[tuple[int, int, list]]] = {}  # scope -> (article index, bucket, args)
         newest_bucket: dict[str, int] = {}
