@@ -120,16 +120,35 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
 @click.option("--layer-lr-decay", default=1.0, show_default=True, help="per-layer lr factor (1 = off)")
 @click.option("--ema-decay", default=0.0, show_default=True, help="weight EMA decay, e.g. 0.999 (0 = off)")
 @click.option("--label-smoothing", default=0.0, show_default=True)
+@click.option("--sentiment-weight", default=1.0, show_default=True, help="weight of the sentiment loss (topic: 1)")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
-          label_smoothing) -> None:
+          label_smoothing, sentiment_weight) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from models.train import TrainConfig
     from models.train import train as run_train
 
     summary = run_train(TrainConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                     limit=limit, device=device, threads=threads, layer_lr_decay=layer_lr_decay,
-                                    ema_decay=ema_decay, label_smoothing=label_smoothing))
+                                    ema_decay=ema_decay, label_smoothing=label_smoothing,
+                                    sentiment_weight=sentiment_weight))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
+
+
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", required=True, help="checkpoint directory for the averaged model")
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
+def soup(checkpoints, out_dir, threads) -> None:
+    """Average fine-tuned checkpoints greedily by dev score (needs the train extra)."""
+    from models.soup import SoupError, greedy_soup
+
+    try:
+        summary = greedy_soup(checkpoints, out_dir, threads=threads)
+    except SoupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"kept": summary["kept"], "dev_score": round(summary["dev_score"], 4),
+                           "ingredients": {i["checkpoint"]: round(i["dev_score"], 4)
+                                           for i in summary["ingredients"]}}))
 
 
 @main.command()

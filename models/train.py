@@ -142,8 +142,43 @@ def _param_groups(model, cfg: TrainConfig) -> list[dict]:
     return list(groups.values())
 
 
-def _evaluate(model, tokenizer, examples: list[Example], device, batch_size: int = 128) -> dict:
-    """Dev-slice report per task, from the PyTorch model."""
+def train_dev_split(dev_fraction: float, seed: int, limit: int | None = None) -> tuple[list[Example], list[Example]]:
+    """The training examples and the dev slice of one run (both tasks pooled, train shuffled).
+
+    Only the upstream ``*_train.csv`` splits are read; the dev slice is a stratified
+    ``dev_fraction`` of each, so two runs with the same ``dev_fraction``, ``seed`` and ``limit``
+    hold out exactly the same dev slice (what :mod:`models.soup` relies on).
+
+    :param dev_fraction: share of each task's training split held out.
+    :param seed: seed of the holdout and of the shuffle.
+    :param limit: if set, sample this many examples per task first (smoke runs).
+    """
+    train_set: list[Example] = []
+    dev_set: list[Example] = []
+    for task in ("topic", "sentiment"):
+        exs = load_split(task, "train")
+        if limit:
+            exs = random.Random(seed).sample(exs, min(limit, len(exs)))
+        tr, dv = stratified_holdout(exs, dev_fraction, seed)
+        train_set.extend(tr)
+        dev_set.extend(dv)
+    return train_set, dev_set
+
+
+def dev_score(report: dict) -> float:
+    """The release criterion: mean macro-F1 of the heads in a :func:`dev_report`."""
+    return float(np.mean([report[t]["macro_f1"] for t in report]))
+
+
+def dev_report(model, tokenizer, examples: list[Example], device=None, batch_size: int = 128) -> dict:
+    """Accuracy, macro-F1 and size per task on ``examples`` (the dev slice), from the PyTorch model.
+
+    :param model: a :class:`~models.network.MultiTaskClassifier` (left in train mode afterwards).
+    :param tokenizer: the training tokenizer.
+    :param examples: labelled examples of either task.
+    :param device: torch device of the model (default CPU).
+    :param batch_size: texts per forward pass.
+    """
     from .network import torch_logits
 
     model.eval()
@@ -183,15 +218,7 @@ def train(cfg: TrainConfig) -> dict:
     base = base_encoder_dir()
     tokenizer = load_tokenizer(base / "tokenizer.json", cfg.max_length)
 
-    train_set: list[Example] = []
-    dev_set: list[Example] = []
-    for task in ("topic", "sentiment"):
-        exs = load_split(task, "train")
-        if cfg.limit:
-            exs = random.Random(cfg.seed).sample(exs, min(cfg.limit, len(exs)))
-        tr, dv = stratified_holdout(exs, cfg.dev_fraction, cfg.seed)
-        train_set.extend(tr)
-        dev_set.extend(dv)
+    train_set, dev_set = train_dev_split(cfg.dev_fraction, cfg.seed, cfg.limit)
     rng = random.Random(cfg.seed)
     rng.shuffle(train_set)
 
@@ -282,8 +309,8 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{max(sched.get_last_lr()):.2e}")
         bar.close()
         scored = model if ema is None else ema.module
-        dev = _evaluate(scored, tokenizer, dev_set, device)
-        score = float(np.mean([dev[t]["macro_f1"] for t in dev]))
+        dev = dev_report(scored, tokenizer, dev_set, device)
+        score = dev_score(dev)
         history.append({"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score,
                         "elapsed_s": round(time.time() - started, 1)})
         log.info("epoch %d dev %s", epoch + 1, json.dumps(dev))

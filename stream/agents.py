@@ -91,6 +91,8 @@ async def classify(stream):
     finally:
         for task in inflight:  # stopping: their offsets stay unacknowledged and are redelivered
             task.cancel()
+        # collect them, so a batch that failed before the cancel does not log "exception never retrieved"
+        await asyncio.gather(*inflight, return_exceptions=True)
 
 
 @app.agent(scored_topic, concurrency=1)
