@@ -143,7 +143,7 @@ def _param_groups(model, cfg: TrainConfig) -> list[dict]:
 
 
 def train_dev_split(dev_fraction: float, seed: int, limit: int | None = None) -> tuple[list[Example], list[Example]]:
-    """The training examples and the dev slice of one run (both tasks pooled, train shuffled).
+    """The training examples and the dev slice of one run (both tasks pooled; train shuffles again).
 
     Only the upstream ``*_train.csv`` splits are read; the dev slice is a stratified
     ``dev_fraction`` of each, so two runs with the same ``dev_fraction``, ``seed`` and ``limit``
