@@ -121,8 +121,14 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
 @click.option("--ema-decay", default=0.0, show_default=True, help="weight EMA decay, e.g. 0.999 (0 = off)")
 @click.option("--label-smoothing", default=0.0, show_default=True)
 @click.option("--sentiment-weight", default=1.0, show_default=True, help="weight of the sentiment loss (topic: 1)")
+@click.option("--train-word-embeddings", is_flag=True, help="also train the word-embedding table (frozen by default)")
+@click.option("--teacher", default=None, type=click.Path(exists=True, file_okay=False),
+              help="checkpoint to distil from (soft targets for both heads on every training text)")
+@click.option("--distill-weight", default=0.5, show_default=True, help="weight of the distillation loss")
+@click.option("--distill-temperature", default=2.0, show_default=True, help="softmax temperature of distillation")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
-          label_smoothing, sentiment_weight) -> None:
+          label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
+          distill_temperature) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from models.train import TrainConfig
     from models.train import train as run_train
@@ -130,7 +136,9 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
     summary = run_train(TrainConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                     limit=limit, device=device, threads=threads, layer_lr_decay=layer_lr_decay,
                                     ema_decay=ema_decay, label_smoothing=label_smoothing,
-                                    sentiment_weight=sentiment_weight))
+                                    sentiment_weight=sentiment_weight,
+                                    freeze_word_embeddings=not train_word_embeddings, teacher=teacher,
+                                    distill_weight=distill_weight, distill_temperature=distill_temperature))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
 
 

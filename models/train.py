@@ -10,7 +10,9 @@ Recipe (recorded in ``recipe.json`` and the manifest):
 * a stratified ``dev_fraction`` slice of *each training split* is held out for early stopping
   (the upstream ``*_valid.csv`` splits are never read here);
 * AdamW, linear warm-up then linear decay, gradient clipping at 1.0, length-bucketed batches
-  (examples of similar length batched together to cut padding), fixed seeds.
+  (examples of similar length batched together to cut padding), fixed seeds;
+* optionally (``teacher``) knowledge distillation: a fine-tuned checkpoint's softened logits on
+  every training text are extra targets for both heads (:func:`distillation_loss`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class TrainConfig:
     :param ema_decay: keep an exponential moving average of the weights (e.g. ``0.999``) and
         evaluate and save the averaged weights; ``0`` = off.
     :param label_smoothing: cross-entropy label smoothing for both heads.
+    :param teacher: checkpoint of a fine-tuned model to distil from (``None`` = off). Its logits
+        on every training text become soft targets for *both* heads, so the ~17k topic headlines
+        also teach sentiment and the sentiment headlines teach topic (the teacher must have been
+        trained with the same dev slice, else it would have seen the slice that judges this run).
+    :param distill_weight: weight of the distillation loss (added to the labelled cross-entropy).
+    :param distill_temperature: softmax temperature of the distillation loss.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -88,6 +96,9 @@ class TrainConfig:
     layer_lr_decay: float = 1.0
     ema_decay: float = 0.0
     label_smoothing: float = 0.0
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     extra: dict = field(default_factory=dict)
 
 
@@ -195,6 +206,57 @@ def dev_report(model, tokenizer, examples: list[Example], device=None, batch_siz
     return out
 
 
+#: teacher recipe fields that must equal the student's: same label sets, text pipeline, dev slice.
+TEACHER_MUST_MATCH = ("n_topics", "n_sentiments", "normalization_version", "dev_fraction", "seed", "limit")
+
+
+def distillation_loss(student_logits, teacher_logits, temperature: float):
+    """Knowledge-distillation loss (Hinton et al., 2015): ``T**2 * KL(teacher_T || student_T)``.
+
+    Both distributions are softened by ``temperature``; the ``T**2`` factor keeps the gradient
+    scale independent of the temperature. Mean over the batch.
+
+    :param student_logits: ``(batch, classes)`` tensor from the model being trained.
+    :param teacher_logits: ``(batch, classes)`` tensor of the teacher (no gradient).
+    :param temperature: softening temperature ``T`` (> 0).
+    """
+    import torch.nn.functional as F
+
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+    log_p = F.log_softmax(student_logits / temperature, dim=-1)
+    log_q = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], tokenizer,
+                   device) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's ``(topic, sentiment)`` logits on ``examples`` (refuses an incompatible teacher).
+
+    :param teacher_dir: checkpoint directory written by :func:`train` or ``finpulse soup``.
+    :param cfg: the student's settings (dev slice, limit) the teacher must share.
+    :param examples: the student's training examples (raw text; normalised as at run time).
+    :param tokenizer: the training tokenizer.
+    :param device: torch device to run the teacher on.
+    """
+    from .network import load_checkpoint, torch_logits
+    from .soup import read_recipe
+
+    recipe = read_recipe(teacher_dir)
+    student = {"n_topics": len(TOPIC_LABELS), "n_sentiments": len(SENTIMENT_LABELS),
+               "normalization_version": NORMALIZATION_VERSION, "dev_fraction": cfg.dev_fraction,
+               "seed": cfg.seed, "limit": cfg.limit}
+    diff = [k for k in TEACHER_MUST_MATCH if recipe.get(k) != student[k]]
+    if diff:
+        detail = ", ".join(f"{k}: teacher {recipe.get(k)!r} vs student {student[k]!r}" for k in diff)
+        raise ValueError(f"teacher {teacher_dir} does not match this run ({detail}); a teacher must share "
+                         "the label sets, text pipeline and dev slice (same dev_fraction, seed and limit)")
+    model = load_checkpoint(teacher_dir).to(device)
+    t, s = torch_logits(model, tokenizer, [e.text for e in examples], device, 128)
+    del model
+    return t.astype(np.float32), s.astype(np.float32)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Fine-tune the two-headed model and write the best checkpoint to ``cfg.out_dir``.
 
@@ -227,6 +289,10 @@ def train(cfg: TrainConfig) -> dict:
     lengths = np.array([len(x) for x in ids_all])
     topic_y = np.array([e.label if e.task == "topic" else IGNORE for e in train_set])
     sent_y = np.array([e.label if e.task == "sentiment" else IGNORE for e in train_set])
+    soft_t = soft_s = None
+    if cfg.teacher:
+        log.info("computing teacher logits from %s on %d training texts", cfg.teacher, len(train_set))
+        soft_t, soft_s = teacher_logits(cfg.teacher, cfg, train_set, tokenizer, device)
 
     if cfg.init_from:
         from .network import load_checkpoint
@@ -273,6 +339,12 @@ def train(cfg: TrainConfig) -> dict:
         **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "extra")},
         **cfg.extra,
     }
+    if cfg.teacher:
+        from .soup import read_recipe
+
+        t_recipe = read_recipe(cfg.teacher)
+        recipe["teacher_recipe"] = {k: t_recipe.get(k) for k in ("epochs", "lr", "best_epoch", "dev", "teacher", "soup")
+                                    if k in t_recipe}
     history = []
     best_score, best_epoch, bad_epochs = -1.0, -1, 0
     started = time.time()
@@ -297,6 +369,10 @@ def train(cfg: TrainConfig) -> dict:
                 loss = loss + loss_fn(t_logits, ty)
             if (sy != IGNORE).any():
                 loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
+            if soft_t is not None:
+                kd_t = distillation_loss(t_logits, torch.from_numpy(soft_t[batch]).to(device), cfg.distill_temperature)
+                kd_s = distillation_loss(s_logits, torch.from_numpy(soft_s[batch]).to(device), cfg.distill_temperature)
+                loss = loss + cfg.distill_weight * (kd_t + cfg.sentiment_weight * kd_s)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

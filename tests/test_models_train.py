@@ -39,3 +39,41 @@ def test_seeded_runs_are_reproducible_and_record_their_recipe(tmp_path):
     assert recipe["train_examples"] + recipe["dev_examples"] == 96
     history = json.loads((tmp_path / "a" / "history.json").read_text())
     assert set(history["history"][0]["dev"]) == {"topic", "sentiment"}
+
+
+def test_distillation_loss_is_zero_only_when_student_matches_teacher():
+    from models.train import distillation_loss
+
+    teacher = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    assert distillation_loss(teacher.clone(), teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros_like(teacher, requires_grad=True)
+    loss = distillation_loss(student, teacher, 2.0)
+    assert loss.item() > 0.1
+    loss.backward()
+    # the gradient pushes each student logit towards the teacher's ranking
+    assert (student.grad.argmin(-1) == teacher.argmax(-1)).all()
+    # T**2 * KL, checked against the formula at T = 1
+    p = torch.softmax(teacher, -1)
+    kl = (p * (torch.log_softmax(teacher, -1) - torch.log_softmax(torch.zeros_like(teacher), -1))).sum(-1).mean()
+    assert distillation_loss(torch.zeros_like(teacher), teacher, 1.0).item() == pytest.approx(kl.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(student, teacher, 0.0)
+
+
+def test_distillation_from_a_teacher_is_recorded_and_moves_the_student(tmp_path):
+    _tiny(tmp_path / "teacher")
+    plain = _tiny(tmp_path / "plain")
+    kd = _tiny(tmp_path / "kd", teacher=str(tmp_path / "teacher"), distill_weight=1.0)
+    recipe = json.loads((tmp_path / "kd" / "recipe.json").read_text())
+    assert recipe["teacher"] == str(tmp_path / "teacher")
+    assert recipe["teacher_recipe"]["best_epoch"] == 1 and "dev" in recipe["teacher_recipe"]
+    assert kd["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    wp = torch.load(tmp_path / "plain" / "weights.pt", weights_only=True)
+    wk = torch.load(tmp_path / "kd" / "weights.pt", weights_only=True)
+    assert not torch.equal(wp["sentiment_head.weight"], wk["sentiment_head.weight"])
+
+
+def test_a_teacher_with_another_dev_slice_is_refused(tmp_path):
+    _tiny(tmp_path / "teacher", seed=14)
+    with pytest.raises(ValueError, match=r"seed: teacher 14 vs student 13"):
+        _tiny(tmp_path / "kd", teacher=str(tmp_path / "teacher"))
