@@ -230,8 +230,10 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
 
 
 def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], tokenizer,
-                   device) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's ``(topic, sentiment)`` logits on ``examples`` (refuses an incompatible teacher).
+                   device) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The teacher's topic and sentiment logits on ``examples``, and its recipe.
+
+    Refuses (``ValueError``) a teacher whose :data:`TEACHER_MUST_MATCH` fields differ.
 
     :param teacher_dir: checkpoint directory written by :func:`train` or ``finpulse soup``.
     :param cfg: the student's settings (dev slice, limit) the teacher must share.
@@ -254,7 +256,7 @@ def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], 
     model = load_checkpoint(teacher_dir).to(device)
     t, s = torch_logits(model, tokenizer, [e.text for e in examples], device, 128)
     del model
-    return t.astype(np.float32), s.astype(np.float32)
+    return t.astype(np.float32), s.astype(np.float32), recipe
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -289,10 +291,10 @@ def train(cfg: TrainConfig) -> dict:
     lengths = np.array([len(x) for x in ids_all])
     topic_y = np.array([e.label if e.task == "topic" else IGNORE for e in train_set])
     sent_y = np.array([e.label if e.task == "sentiment" else IGNORE for e in train_set])
-    soft_t = soft_s = None
+    soft_t = soft_s = t_recipe = None
     if cfg.teacher:
         log.info("computing teacher logits from %s on %d training texts", cfg.teacher, len(train_set))
-        soft_t, soft_s = teacher_logits(cfg.teacher, cfg, train_set, tokenizer, device)
+        soft_t, soft_s, t_recipe = teacher_logits(cfg.teacher, cfg, train_set, tokenizer, device)
 
     if cfg.init_from:
         from .network import load_checkpoint
@@ -339,10 +341,7 @@ def train(cfg: TrainConfig) -> dict:
         **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "extra")},
         **cfg.extra,
     }
-    if cfg.teacher:
-        from .soup import read_recipe
-
-        t_recipe = read_recipe(cfg.teacher)
+    if t_recipe is not None:
         recipe["teacher_recipe"] = {k: t_recipe.get(k) for k in ("epochs", "lr", "best_epoch", "dev", "teacher", "soup")
                                     if k in t_recipe}
     history = []
