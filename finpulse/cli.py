@@ -126,9 +126,11 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
               help="checkpoint to distil from (soft targets for both heads on every training text)")
 @click.option("--distill-weight", default=0.5, show_default=True, help="weight of the distillation loss")
 @click.option("--distill-temperature", default=2.0, show_default=True, help="softmax temperature of distillation")
+@click.option("--base-encoder", default=None, type=click.Path(exists=True, file_okay=False),
+              help="start from this encoder (a finpulse adapt output) instead of all-MiniLM-L6-v2")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
           label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
-          distill_temperature) -> None:
+          distill_temperature, base_encoder) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from models.train import TrainConfig
     from models.train import train as run_train
@@ -138,8 +140,31 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
                                     ema_decay=ema_decay, label_smoothing=label_smoothing,
                                     sentiment_weight=sentiment_weight,
                                     freeze_word_embeddings=not train_word_embeddings, teacher=teacher,
-                                    distill_weight=distill_weight, distill_temperature=distill_temperature))
+                                    distill_weight=distill_weight, distill_temperature=distill_temperature,
+                                    base_encoder=base_encoder))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
+
+
+@main.command()
+@click.option("--out-dir", default="models/artifacts/encoder-tapt", show_default=True)
+@click.option("--epochs", default=4, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=5e-5, show_default=True, help="peak learning rate of the encoder")
+@click.option("--head-lr", default=5e-4, show_default=True, help="learning rate of the fresh MLM head")
+@click.option("--head-warmup-steps", default=300, show_default=True, help="steps training the MLM head alone")
+@click.option("--seed", default=13, show_default=True)
+@click.option("--limit", default=None, type=int, help="use only N examples per task (smoke runs)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
+def adapt(out_dir, epochs, batch_size, lr, head_lr, head_warmup_steps, seed, limit, device, threads) -> None:
+    """Masked-LM pre-training on the training headlines (TAPT) before finpulse train --base-encoder."""
+    from models.adapt import AdaptConfig
+    from models.adapt import adapt as run_adapt
+
+    summary = run_adapt(AdaptConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr,
+                                    head_warmup_steps=head_warmup_steps, seed=seed, limit=limit, device=device,
+                                    threads=threads))
+    click.echo(json.dumps({"history": summary["history"], "train_seconds": summary["train_seconds"]}))
 
 
 @main.command()

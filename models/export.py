@@ -109,7 +109,7 @@ def write_manifest(artifact_dir: str | Path, *, version: str, max_length: int, r
         "name": "finpulse-news-classifier",
         "version": version,
         "format": 1,
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
+        "base_model": recipe.get("base_model", "sentence-transformers/all-MiniLM-L6-v2") + " (Apache-2.0)",
         "inputs": INPUT_NAMES,
         "outputs": OUTPUT_NAMES,
         "opset": OPSET,

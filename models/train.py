@@ -73,6 +73,9 @@ class TrainConfig:
         trained with the same dev slice, else it would have seen the slice that judges this run).
     :param distill_weight: weight of the distillation loss (added to the labelled cross-entropy).
     :param distill_temperature: softmax temperature of the distillation loss.
+    :param base_encoder: encoder directory to start from instead of the shipped all-MiniLM-L6-v2,
+        e.g. one adapted by ``finpulse adapt`` (:mod:`models.adapt`); it must have held out the
+        same dev slice.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -99,6 +102,7 @@ class TrainConfig:
     teacher: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    base_encoder: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -210,6 +214,51 @@ def dev_report(model, tokenizer, examples: list[Example], device=None, batch_siz
 TEACHER_MUST_MATCH = ("n_topics", "n_sentiments", "normalization_version", "dev_fraction", "seed", "limit")
 
 
+#: recipe fields an adapted encoder (``finpulse adapt``) must share with the run that starts from it.
+ENCODER_MUST_MATCH = ("normalization_version", "dev_fraction", "seed", "limit")
+
+
+def require_match(what: str, recipe: dict, cfg: TrainConfig, fields: tuple[str, ...]) -> None:
+    """Refuse (``ValueError``) a teacher or adapted encoder that saw this run's dev slice.
+
+    :param what: names the source in the message, e.g. ``"teacher runs/r3"``.
+    :param recipe: the source's recipe.
+    :param cfg: this run's settings.
+    :param fields: the recipe fields that must equal this run's.
+    """
+    ours = {"n_topics": len(TOPIC_LABELS), "n_sentiments": len(SENTIMENT_LABELS),
+            "normalization_version": NORMALIZATION_VERSION, "dev_fraction": cfg.dev_fraction,
+            "seed": cfg.seed, "limit": cfg.limit}
+    diff = [k for k in fields if recipe.get(k) != ours[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {recipe.get(k)!r} there vs {ours[k]!r} here" for k in diff)
+        raise ValueError(f"{what} does not match this run ({detail}); it must share the label sets, text "
+                         "pipeline and dev slice (same dev_fraction, seed and limit)")
+
+
+def start_encoder(cfg: TrainConfig) -> tuple[Path, str, dict | None]:
+    """The encoder directory a run starts from, its ``base_model`` name and its adaptation recipe.
+
+    The shipped all-MiniLM-L6-v2 unless ``cfg.base_encoder`` names a ``finpulse adapt`` output,
+    whose name then carries the first 12 hex digits of its weights' sha256 (so ``finpulse soup``
+    never averages runs that started from different weights).
+    """
+    from .network import base_encoder_dir
+
+    if not cfg.base_encoder:
+        return base_encoder_dir(), "sentence-transformers/all-MiniLM-L6-v2", None
+    from .export import sha256_file
+
+    path = Path(cfg.base_encoder)
+    rec_path = path / "adapt_recipe.json"
+    if not rec_path.is_file():
+        raise ValueError(f"{path}: no adapt_recipe.json (not an encoder written by finpulse adapt)")
+    adapted = json.loads(rec_path.read_text())
+    require_match(f"adapted encoder {path}", adapted["recipe"], cfg, ENCODER_MUST_MATCH)
+    digest = sha256_file(path / "model.safetensors")[:12]
+    return path, f"sentence-transformers/all-MiniLM-L6-v2 + TAPT {digest}", adapted
+
+
 def distillation_loss(student_logits, teacher_logits, temperature: float):
     """Knowledge-distillation loss (Hinton et al., 2015): ``T**2 * KL(teacher_T || student_T)``.
 
@@ -245,14 +294,7 @@ def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], 
     from .soup import read_recipe
 
     recipe = read_recipe(teacher_dir)
-    student = {"n_topics": len(TOPIC_LABELS), "n_sentiments": len(SENTIMENT_LABELS),
-               "normalization_version": NORMALIZATION_VERSION, "dev_fraction": cfg.dev_fraction,
-               "seed": cfg.seed, "limit": cfg.limit}
-    diff = [k for k in TEACHER_MUST_MATCH if recipe.get(k) != student[k]]
-    if diff:
-        detail = ", ".join(f"{k}: teacher {recipe.get(k)!r} vs student {student[k]!r}" for k in diff)
-        raise ValueError(f"teacher {teacher_dir} does not match this run ({detail}); a teacher must share "
-                         "the label sets, text pipeline and dev slice (same dev_fraction, seed and limit)")
+    require_match(f"teacher {teacher_dir}", recipe, cfg, TEACHER_MUST_MATCH)
     model = load_checkpoint(teacher_dir).to(device)
     t, s = torch_logits(model, tokenizer, [e.text for e in examples], device, 128)
     del model
@@ -268,7 +310,7 @@ def train(cfg: TrainConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from .network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+    from .network import MultiTaskClassifier, save_checkpoint
 
     seed_everything(cfg.seed)
     if cfg.threads:
@@ -279,7 +321,7 @@ def train(cfg: TrainConfig) -> dict:
         device = torch.device(cfg.device)
     log.info("training on %s", device)
 
-    base = base_encoder_dir()
+    base, base_name, adapted = start_encoder(cfg)
     tokenizer = load_tokenizer(base / "tokenizer.json", cfg.max_length)
 
     train_set, dev_set = train_dev_split(cfg.dev_fraction, cfg.seed, cfg.limit)
@@ -331,7 +373,7 @@ def train(cfg: TrainConfig) -> dict:
                                                                                            device=device))
 
     recipe = {
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "base_model": base_name,
         "pooling": "masked mean",
         "normalization_version": NORMALIZATION_VERSION,
         "train_examples": len(train_set),
@@ -341,6 +383,8 @@ def train(cfg: TrainConfig) -> dict:
         **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "extra")},
         **cfg.extra,
     }
+    if adapted is not None:
+        recipe["adapt_recipe"] = {**adapted["recipe"], "history": adapted["history"]}
     if t_recipe is not None:
         recipe["teacher_recipe"] = {k: t_recipe.get(k) for k in ("epochs", "lr", "best_epoch", "dev", "teacher", "soup")
                                     if k in t_recipe}
