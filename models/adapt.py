@@ -110,7 +110,9 @@ def adapt(cfg: AdaptConfig) -> dict:
     """Continue masked-LM training of the base encoder on the training texts; save the encoder.
 
     :param cfg: the run's settings.
-    :returns: a summary dict (recipe, held-out MLM loss before and after each epoch, wall time).
+    :returns: a summary dict: the recipe, the history (entry 0: held-out MLM loss when the
+        head-only warm-up ends, i.e. of the unchanged encoder; then train and held-out loss after
+        each epoch), wall time and device.
     """
     import torch
     from tqdm.auto import tqdm
