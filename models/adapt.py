@@ -119,12 +119,12 @@ def adapt(cfg: AdaptConfig) -> dict:
     from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
 
     from .network import base_encoder_dir
-    from .train import _bucketed_batches, seed_everything
+    from .train import _bucketed_batches, seed_everything, torch_device
 
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = torch_device(cfg.device)
     log.info("adapting on %s", device)
 
     base = base_encoder_dir()

@@ -116,6 +116,15 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def torch_device(name: str):
+    """The torch device for ``name``: ``auto`` is CUDA when torch sees a GPU, else CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def _bucketed_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffle, then sort within chunks of 50 batches by length, then shuffle the batches."""
     order = list(range(len(lengths)))
@@ -315,10 +324,7 @@ def train(cfg: TrainConfig) -> dict:
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = torch_device(cfg.device)
     log.info("training on %s", device)
 
     base, base_name, adapted = start_encoder(cfg)
