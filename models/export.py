@@ -17,13 +17,13 @@ keeps the repository under its 60 MB budget.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
+from .manifest import sha256_file
 from .normalize import NORMALIZATION_VERSION
 
 log = logging.getLogger("finpulse.export")
@@ -33,15 +33,6 @@ BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "onnx"
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["topic_logits", "sentiment_logits"]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_fp32(ckpt_dir: str | Path, out_path: str | Path) -> Path:

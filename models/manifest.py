@@ -14,7 +14,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts"
 REQUIRED_KEYS = ("version", "files", "labels", "max_length", "inputs", "outputs")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -51,7 +52,7 @@ def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> d
         if not f.is_file():
             raise ManifestError(f"{path}: file for {role!r} is missing: {f}")
         if verify:
-            actual = _sha256(f)
+            actual = sha256_file(f)
             if actual != entry["sha256"]:
                 raise ManifestError(
                     f"sha256 mismatch for {f.name} ({role}): manifest says {entry['sha256'][:16]}..., "

@@ -256,7 +256,7 @@ def start_encoder(cfg: TrainConfig) -> tuple[Path, str, dict | None]:
 
     if not cfg.base_encoder:
         return base_encoder_dir(), "sentence-transformers/all-MiniLM-L6-v2", None
-    from .export import sha256_file
+    from .manifest import sha256_file
 
     path = Path(cfg.base_encoder)
     rec_path = path / "adapt_recipe.json"
