@@ -250,10 +250,17 @@ def start_encoder(cfg: TrainConfig) -> tuple[Path, str, dict | None]:
 
     The shipped all-MiniLM-L6-v2 unless ``cfg.base_encoder`` names a ``finpulse adapt`` output,
     whose name then carries the first 12 hex digits of its weights' sha256 (so ``finpulse soup``
-    never averages runs that started from different weights).
+    never averages runs that started from different weights). A continued run (``init_from``)
+    keeps its checkpoint's ``base_model``; it cannot also name a ``base_encoder``.
     """
     from .network import base_encoder_dir
 
+    if cfg.init_from and cfg.base_encoder:
+        raise ValueError("init_from and base_encoder both name the starting weights; give one of them")
+    if cfg.init_from:
+        from .soup import read_recipe
+
+        return base_encoder_dir(), read_recipe(cfg.init_from)["base_model"], None
     if not cfg.base_encoder:
         return base_encoder_dir(), "sentence-transformers/all-MiniLM-L6-v2", None
     from .manifest import sha256_file

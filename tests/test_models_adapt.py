@@ -81,3 +81,16 @@ def test_an_adapted_encoder_that_saw_the_dev_slice_is_refused(adapted, tmp_path)
     with pytest.raises(ValueError, match="not an encoder written by finpulse adapt"):
         train(TrainConfig(out_dir=str(tmp_path / "y"), epochs=1, limit=48, threads=1,
                           base_encoder=str(tmp_path)))
+
+
+def test_a_continued_run_keeps_its_checkpoints_base_and_cannot_name_another(adapted, tmp_path):
+    out, _ = adapted
+    common = dict(epochs=1, limit=48, max_length=24, threads=1, batch_size=16)
+    train(TrainConfig(out_dir=str(tmp_path / "tapt"), base_encoder=str(out), **common))
+    train(TrainConfig(out_dir=str(tmp_path / "more"), init_from=str(tmp_path / "tapt"), **common))
+    first = json.loads((tmp_path / "tapt" / "recipe.json").read_text())
+    more = json.loads((tmp_path / "more" / "recipe.json").read_text())
+    assert more["base_model"] == first["base_model"] and "+ TAPT " in more["base_model"]
+    with pytest.raises(ValueError, match="init_from and base_encoder"):
+        train(TrainConfig(out_dir=str(tmp_path / "z"), init_from=str(tmp_path / "tapt"), base_encoder=str(out),
+                          **common))
