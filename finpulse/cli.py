@@ -128,9 +128,11 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
 @click.option("--distill-temperature", default=2.0, show_default=True, help="softmax temperature of distillation")
 @click.option("--base-encoder", default=None, type=click.Path(exists=True, file_okay=False),
               help="start from this encoder (a finpulse adapt output) instead of all-MiniLM-L6-v2")
+@click.option("--rdrop-weight", default=0.0, show_default=True,
+              help="R-Drop: weight of the consistency loss between two dropout passes (0 = off; doubles step cost)")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
           label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
-          distill_temperature, base_encoder) -> None:
+          distill_temperature, base_encoder, rdrop_weight) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from models.train import TrainConfig
     from models.train import train as run_train
@@ -141,7 +143,7 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
                                     sentiment_weight=sentiment_weight,
                                     freeze_word_embeddings=not train_word_embeddings, teacher=teacher,
                                     distill_weight=distill_weight, distill_temperature=distill_temperature,
-                                    base_encoder=base_encoder))
+                                    base_encoder=base_encoder, rdrop_weight=rdrop_weight))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
 
 

@@ -76,6 +76,11 @@ class TrainConfig:
     :param base_encoder: encoder directory to start from instead of the shipped all-MiniLM-L6-v2,
         e.g. one adapted by ``finpulse adapt`` (:mod:`models.adapt`); it must have held out the
         same dev slice.
+    :param rdrop_weight: R-Drop consistency regularisation (Liang et al., 2021; ``0`` = off): each
+        batch goes through the model twice with independent dropout, the cross-entropy is averaged
+        over both passes, and ``rdrop_weight`` times the symmetric KL divergence between the two
+        passes' predictions (:func:`consistency_loss`) is added, for *both* heads on every text, so
+        the topic headlines regularise the sentiment head too. Doubles the cost of a step.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -103,6 +108,7 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     base_encoder: str | None = None
+    rdrop_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -294,6 +300,22 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
     return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * temperature ** 2
 
 
+def consistency_loss(logits_a, logits_b):
+    """R-Drop's symmetric KL divergence between two predictions of the same texts.
+
+    ``(KL(p_a || p_b) + KL(p_b || p_a)) / 2``, mean over the batch; both arguments get gradient.
+
+    :param logits_a: ``(batch, classes)`` tensor of one forward pass.
+    :param logits_b: ``(batch, classes)`` tensor of another pass over the same batch.
+    """
+    import torch.nn.functional as F
+
+    log_a = F.log_softmax(logits_a, dim=-1)
+    log_b = F.log_softmax(logits_b, dim=-1)
+    return 0.5 * (F.kl_div(log_a, log_b, log_target=True, reduction="batchmean")
+                  + F.kl_div(log_b, log_a, log_target=True, reduction="batchmean"))
+
+
 def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], tokenizer,
                    device) -> tuple[np.ndarray, np.ndarray, dict]:
     """The teacher's topic and sentiment logits on ``examples``, and its recipe.
@@ -417,18 +439,31 @@ def train(cfg: TrainConfig) -> dict:
             for r, i in enumerate(batch):
                 ids[r, : lengths[i]] = ids_all[i]
                 mask[r, : lengths[i]] = 1
-            t_logits, s_logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+            ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
             ty = torch.from_numpy(topic_y[batch]).to(device)
             sy = torch.from_numpy(sent_y[batch]).to(device)
+            if cfg.rdrop_weight:
+                # one forward pass over the batch twice: independent dropout masks per copy
+                t_both, s_both = model(ids_t.repeat(2, 1), mask_t.repeat(2, 1))
+                (t_logits, t_other), (s_logits, s_other) = t_both.chunk(2), s_both.chunk(2)
+                rdrop = consistency_loss(t_logits, t_other) + cfg.sentiment_weight * consistency_loss(s_logits, s_other)
+                t_logits, s_logits, ty, sy = t_both, s_both, ty.repeat(2), sy.repeat(2)
+            else:
+                t_logits, s_logits = model(ids_t, mask_t)
             loss = torch.zeros((), device=device)
             if (ty != IGNORE).any():
                 loss = loss + loss_fn(t_logits, ty)
             if (sy != IGNORE).any():
                 loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
             if soft_t is not None:
-                kd_t = distillation_loss(t_logits, torch.from_numpy(soft_t[batch]).to(device), cfg.distill_temperature)
-                kd_s = distillation_loss(s_logits, torch.from_numpy(soft_s[batch]).to(device), cfg.distill_temperature)
+                copies = 2 if cfg.rdrop_weight else 1
+                kd_t = distillation_loss(t_logits, torch.from_numpy(soft_t[batch]).to(device).repeat(copies, 1),
+                                         cfg.distill_temperature)
+                kd_s = distillation_loss(s_logits, torch.from_numpy(soft_s[batch]).to(device).repeat(copies, 1),
+                                         cfg.distill_temperature)
                 loss = loss + cfg.distill_weight * (kd_t + cfg.sentiment_weight * kd_s)
+            if cfg.rdrop_weight:
+                loss = loss + cfg.rdrop_weight * rdrop
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -77,3 +77,28 @@ def test_a_teacher_with_another_dev_slice_is_refused(tmp_path):
     _tiny(tmp_path / "teacher", seed=14)
     with pytest.raises(ValueError, match=r"teacher .*\(seed: 14 there vs 13 here\)"):
         _tiny(tmp_path / "kd", teacher=str(tmp_path / "teacher"))
+
+
+def test_consistency_loss_is_symmetric_and_zero_only_for_equal_predictions():
+    from models.train import consistency_loss
+
+    a = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    b = torch.tensor([[0.5, 0.5, 0.0], [1.0, -1.0, 2.0]])
+    assert consistency_loss(a, a.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert consistency_loss(a, a + 5.0).item() == pytest.approx(0.0, abs=1e-5)  # same softmax
+    assert consistency_loss(a, b).item() == pytest.approx(consistency_loss(b, a).item())
+    pa, pb = torch.softmax(a, -1), torch.softmax(b, -1)
+    expected = 0.5 * ((pa * (pa.log() - pb.log())).sum(-1) + (pb * (pb.log() - pa.log())).sum(-1)).mean()
+    assert consistency_loss(a, b).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rdrop_is_recorded_and_changes_training(tmp_path):
+    plain = _tiny(tmp_path / "plain")
+    rd = _tiny(tmp_path / "rd", rdrop_weight=1.0)
+    recipe = json.loads((tmp_path / "rd" / "recipe.json").read_text())
+    assert recipe["rdrop_weight"] == 1.0
+    # the consistency term is positive (two dropout passes disagree), so the loss differs
+    assert rd["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    wp = torch.load(tmp_path / "plain" / "weights.pt", weights_only=True)
+    wr = torch.load(tmp_path / "rd" / "weights.pt", weights_only=True)
+    assert not torch.equal(wp["sentiment_head.weight"], wr["sentiment_head.weight"])
