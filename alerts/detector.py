@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 from redis.exceptions import WatchError
 
 from . import constants as C
@@ -47,6 +48,58 @@ def state_field(rule: str, scope: str) -> str:
     :param scope: normalised scope.
     """
     return f"{rule}|{scope}"
+
+
+def next_decisive(ends: range, k: int, state: RuleState | None, can_fire: np.ndarray) -> int | None:
+    """The first boundary ``ends[j]``, ``j >= k``, where :func:`alerts.rules.decide` has to run.
+
+    At the boundaries skipped, ``decide`` provably emits nothing and keeps the state, so skipping
+    them gives the same alerts and states as deciding every boundary (a replay spends most of its
+    time on such boundaries): with no state, a short window with fewer than ``min_count``
+    articles cannot fire; during a cooldown the state is kept until ``cooldown_until``. An open
+    alert is decided at every boundary (its calm period is counted boundary by boundary).
+
+    :param ends: the boundaries being evaluated (a range stepping by the bucket width).
+    :param k: the first index to consider.
+    :param state: the (rule, scope) state before ``ends[k]``.
+    :param can_fire: sorted indexes into ``ends`` whose short window holds at least the rule's
+        ``min_count`` articles.
+    :returns: an index, or ``None`` when no boundary from ``k`` on needs a decision.
+    """
+    if k >= len(ends):
+        return None
+    if state is None:
+        i = int(np.searchsorted(can_fire, k))
+        return int(can_fire[i]) if i < len(can_fire) else None
+    if state.status != "open" and state.cooldown_until is not None and ends[k] < state.cooldown_until:
+        j = int(-(-(state.cooldown_until - ends[0]) // ends.step))  # first boundary at or after cooldown_until
+        return j if j < len(ends) else None
+    return k
+
+
+def decisions(rule: Rule, scope: str, ser: BucketSeries, ends: range, state: RuleState | None
+              ) -> Iterator[tuple[Decision, RuleState | None, WindowStats, WindowStats]]:
+    """Run :func:`alerts.rules.decide` for one (rule, scope) over ``ends``, in order, skipping the
+    boundaries where it cannot emit or change the state (:func:`next_decisive`).
+
+    :param rule: the rule.
+    :param scope: the scope.
+    :param ser: the scope's buckets, covering ``[ends[0] - rule.span_s, ends[-1])``.
+    :param ends: boundaries to evaluate (a range stepping by the bucket width).
+    :param state: the state before ``ends[0]``.
+    :returns: an iterator of ``(decision, state before it, short window, baseline window)``; the
+        state after ``ends`` is the last decision's ``state`` (``state`` itself if none).
+    """
+    can_fire = np.flatnonzero(ser.rolling(ends, rule.short_window_s) >= rule.min_count)
+    k = next_decisive(ends, 0, state, can_fire)
+    while k is not None:
+        e = ends[k]
+        short = ser.window(e - rule.short_window_s, e)
+        base = ser.window(e - rule.span_s, e - rule.short_window_s)
+        d = decide(rule, scope, short, base, state)
+        yield d, state, short, base
+        state = d.state
+        k = next_decisive(ends, k + 1, state, can_fire)
 
 
 class Detector:
@@ -262,9 +315,9 @@ class Detector:
         while start < limit:
             stop = min(limit, start + step * s)
             ser = await self.store.bucket_series(C.ALL_SCOPE, start, stop)
-            for i, row in enumerate(ser.rows):
-                if row["n"]:
-                    return max(cur, min(limit, start + i * s))
+            busy = np.flatnonzero(ser.column("n"))
+            if len(busy):
+                return max(cur, min(limit, start + int(busy[0]) * s))
             start, step = stop, 20000
         return limit
 
@@ -293,21 +346,32 @@ class Detector:
         first_e = cur + s
         activity = await self.store.scope_activity()
         pairs = self._pairs(first_e, states, activity)
+        ends = boundaries(cur, end, s)
         spans: dict[str, int] = {}
+        shorts: dict[str, int] = {}
         for rule, sc in pairs:
             spans[sc] = max(spans.get(sc, 0), rule.span_s)
-        series = {sc: await self.store.bucket_series(sc, first_e - span, end) for sc, span in sorted(spans.items())}
+            shorts[sc] = max(shorts.get(sc, 0), rule.short_window_s)
+        # Two reads per scope: first the short windows' reach; the baseline's buckets (most of a
+        # rule's span) only for scopes where a pair has a state or a short window that can fire.
+        # Elsewhere decide() would keep "no state" at every boundary, so the baseline is not needed.
+        recent = {sc: await self.store.bucket_series(sc, first_e - shorts[sc], end) for sc in sorted(spans)}
+        needed = {sc for rule, sc in pairs
+                  if (rule.name, sc) in states
+                  or bool((recent[sc].rolling(ends, rule.short_window_s) >= rule.min_count).any())}
+        series = {sc: BucketSeries.join(await self.store.bucket_series(sc, first_e - spans[sc], first_e - shorts[sc]),
+                                        recent[sc])
+                  for sc in sorted(needed)}
         alerts: list[dict] = []
         new_states: dict[tuple[str, str], RuleState | None] = {}
         for rule, sc in pairs:
-            st = states.get((rule.name, sc))
+            if sc not in series:
+                continue
             ser = series[sc]
-            for e in boundaries(cur, end, s):
-                short = ser.window(e - rule.short_window_s, e)
-                base = ser.window(e - rule.span_s, e - rule.short_window_s)
-                d = decide(rule, sc, short, base, st)
+            st = states.get((rule.name, sc))
+            for d, prior, short, base in decisions(rule, sc, ser, ends, st):
                 if d.emits:
-                    alerts.append(await self._build(rule, sc, d, st, ser, short, base))
+                    alerts.append(await self._build(rule, sc, d, prior, ser, short, base))
                 st = d.state
             new_states[(rule.name, sc)] = st
         alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER[a["status"]]))

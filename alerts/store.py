@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from itertools import accumulate
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from . import constants as C
 from .exceptions import InvalidArticle
@@ -123,18 +124,43 @@ class BucketSeries:
     :param start: first bucket start.
     :param bucket_s: bucket width.
     :param rows: one dict per bucket (``n``, ``negative``, ``positive``, ``neutral``,
-        ``sum_sentiment_score_micro``, ``mv`` (dict version -> count)).
+        ``sum_sentiment_score_micro``, ``mv`` (dict version -> count)); or ``None`` with ``counts``.
+    :param counts: instead of ``rows``: an integer array of shape ``(buckets, 5)``, the counters in
+        :attr:`FIELDS` order (no model versions); ``rows`` is then built only when asked for.
     """
 
-    _FIELDS = ("n", "negative", "positive", "neutral", "sum_sentiment_score_micro")
+    FIELDS = C.BUCKET_FIELDS
 
-    def __init__(self, scope: str, start: int, bucket_s: int, rows: list[dict]):
+    def __init__(self, scope: str, start: int, bucket_s: int, rows: list[dict] | None = None, *,
+                 counts: np.ndarray | None = None):
+        if (rows is None) == (counts is None):
+            raise ValueError("give rows or counts, not both")
+        if counts is None:
+            counts = np.array([[r[f] for f in self.FIELDS] for r in rows], dtype=np.int64).reshape(-1, len(self.FIELDS))
         self.scope = scope
         self.start = start
         self.bucket_s = bucket_s
-        self.end = start + bucket_s * len(rows)
-        self.rows = rows
-        self._cum = {f: [0, *accumulate(r[f] for r in rows)] for f in self._FIELDS}
+        self.end = start + bucket_s * len(counts)
+        self._rows = rows
+        self._counts = counts
+        self._cum = np.zeros((len(counts) + 1, len(self.FIELDS)), dtype=np.int64)
+        np.cumsum(counts, axis=0, out=self._cum[1:])
+
+    @property
+    def rows(self) -> list[dict]:
+        """One dict per bucket, as in the ``rows`` parameter."""
+        if self._rows is None:
+            self._rows = [{**dict(zip(self.FIELDS, r)), "mv": {}} for r in self._counts.tolist()]
+        return self._rows
+
+    def column(self, field: str) -> np.ndarray:
+        """One counter per bucket (read-only view).
+
+        :param field: one of :attr:`FIELDS`.
+        """
+        col = self._counts[:, self.FIELDS.index(field)]
+        col.flags.writeable = False
+        return col
 
     def _idx(self, ts: int) -> int:
         if ts < self.start or ts > self.end or (ts - self.start) % self.bucket_s:
@@ -149,15 +175,46 @@ class BucketSeries:
         :param with_versions: also collect the model versions (slower).
         """
         i, j = self._idx(start), self._idx(end)
-        c = {f: self._cum[f][j] - self._cum[f][i] for f in self._FIELDS}
+        n, negative, positive, neutral, score = (self._cum[j] - self._cum[i]).tolist()
         versions: tuple[str, ...] = ()
         if with_versions:
             versions = tuple(sorted({v for r in self.rows[i:j] for v in r["mv"]}))
         return WindowStats(
-            scope=self.scope, start=start, end=end, n=c["n"], negative=c["negative"],
-            positive=c["positive"], neutral=c["neutral"],
-            sum_score=c["sum_sentiment_score_micro"] / C.SCORE_SCALE, model_versions=versions,
+            scope=self.scope, start=start, end=end, n=n, negative=negative,
+            positive=positive, neutral=neutral, sum_score=score / C.SCORE_SCALE, model_versions=versions,
         )
+
+    @classmethod
+    def join(cls, older: "BucketSeries", newer: "BucketSeries") -> "BucketSeries":
+        """One series from two adjacent ones of the same scope (``older.end == newer.start``).
+
+        :param older: the earlier buckets.
+        :param newer: the buckets that follow.
+        """
+        if older.scope != newer.scope or older.bucket_s != newer.bucket_s or older.end != newer.start:
+            raise ValueError(f"cannot join {older.scope} [{older.start}, {older.end}) and "
+                             f"{newer.scope} [{newer.start}, {newer.end})")
+        if older._rows is not None and newer._rows is not None:
+            return cls(older.scope, older.start, older.bucket_s, older._rows + newer._rows)
+        return cls(older.scope, older.start, older.bucket_s, counts=np.concatenate([older._counts, newer._counts]))
+
+    def rolling(self, ends: range, width: int, field: str = "n") -> np.ndarray:
+        """One counter summed over ``[e - width, e)`` for every window end ``e`` (vectorised).
+
+        :param ends: window ends, a range of bucket boundaries stepping by the bucket width.
+        :param width: window width, a multiple of the bucket width.
+        :param field: one of :attr:`FIELDS`.
+        :returns: an int64 array, one sum per end.
+        """
+        if not len(ends):
+            return np.zeros(0, dtype=np.int64)
+        if ends.step != self.bucket_s or width % self.bucket_s:
+            raise ValueError(f"ends must step by the bucket width ({self.bucket_s}) and width be a multiple of it")
+        first = self._idx(ends[0])
+        self._idx(ends[-1])  # in range
+        lo = self._idx(ends[0] - width)
+        col = self._cum[:, self.FIELDS.index(field)]
+        return col[first:first + len(ends)] - col[lo:lo + len(ends)]
 
 
 class WindowStore:
@@ -373,10 +430,11 @@ class WindowStore:
         if nb > MAX_SERIES_BUCKETS:
             raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
         rows: list[dict] = []
+        parts: list[np.ndarray] = []
+        head = C.bucket_key(self.namespace, scope, 0)[:-1]  # the key without its bucket number
         chunk = 2000
         for off in range(0, nb, chunk):
-            keys = [C.bucket_key(self.namespace, scope, b)
-                    for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
+            keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
             if versions:
                 pipe = self.redis.pipeline(transaction=False)
                 for k in keys:
@@ -393,11 +451,11 @@ class WindowStore:
                     rows.append(row)
             else:
                 raw = _s(await self._series(keys=keys, args=[]))
-                vals = [int(v) for v in raw.split(",")] if raw else []
-                for i in range(0, len(vals), 5):
-                    rows.append({"n": vals[i], "negative": vals[i + 1], "positive": vals[i + 2],
-                                 "neutral": vals[i + 3], "sum_sentiment_score_micro": vals[i + 4], "mv": {}})
-        return BucketSeries(scope, start, s, rows)
+                parts.append(np.fromstring(raw, dtype=np.int64, sep=",").reshape(-1, len(BucketSeries.FIELDS)))
+        if versions:
+            return BucketSeries(scope, start, s, rows)
+        counts = np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)
+        return BucketSeries(scope, start, s, counts=counts)
 
     async def stats(self, scope: str, end_ts: float, window_s: int) -> WindowStats:
         """Counts of ``scope`` over the window ``[end - window_s, end)``.

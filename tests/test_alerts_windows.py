@@ -102,3 +102,32 @@ def test_parse_article_validation():
         with pytest.raises(InvalidArticle) as ei:
             parse_article({**ok, field: value})
         assert ei.value.code == code
+
+
+def test_bucket_series_rolling_sums_join_and_columns():
+    import numpy as np
+
+    from alerts.store import BucketSeries
+
+    rows = [{"n": n, "negative": n // 2, "positive": 0, "neutral": n - n // 2, "sum_sentiment_score_micro": -n,
+             "mv": {}} for n in (3, 0, 5, 1, 4, 2)]
+    t0 = 1_767_600_000
+    whole = BucketSeries("all", t0, 60, rows)
+    counts = np.array([[r[f] for f in BucketSeries.FIELDS] for r in rows])
+    from_counts = BucketSeries("all", t0, 60, counts=counts)
+    assert from_counts.rows == whole.rows  # built on demand, same dicts
+    ends = range(t0 + 120, t0 + 361, 60)
+    # [e - 120, e): sums of two consecutive buckets, and the same through window()
+    assert whole.rolling(ends, 120).tolist() == [3, 5, 6, 5, 6]
+    assert whole.rolling(ends, 120, "negative").tolist() == [w.negative for w in (whole.window(e - 120, e) for e in ends)]
+    assert list(whole.column("n")) == [3, 0, 5, 1, 4, 2]
+    joined = BucketSeries.join(BucketSeries("all", t0, 60, counts=counts[:2]),
+                               BucketSeries("all", t0 + 120, 60, counts=counts[2:]))
+    assert joined.window(t0, t0 + 360) == whole.window(t0, t0 + 360)
+    assert joined.rolling(ends, 120).tolist() == [3, 5, 6, 5, 6]
+    with pytest.raises(ValueError, match="cannot join"):
+        BucketSeries.join(BucketSeries("all", t0, 60, counts=counts[:2]), BucketSeries("all", t0 + 180, 60, counts=counts[3:]))
+    with pytest.raises(ValueError, match="bucket boundary"):
+        whole.rolling(range(t0 + 60, t0 + 121, 60), 120)  # the first window starts before the series
+    with pytest.raises(ValueError, match="rows or counts"):
+        BucketSeries("all", t0, 60)
