@@ -344,7 +344,9 @@ class Detector:
                               ) -> tuple[list[dict], dict[tuple[str, str], RuleState | None]]:
         s = self.store.bucket_seconds
         first_e = cur + s
-        activity = await self.store.scope_activity()
+        # scopes idle since before every short window of this range cannot fire here (_pairs)
+        reach = max((r.short_window_s for r in self.rules), default=0)
+        activity = await self.store.scope_activity(since=first_e - reach)
         pairs = self._pairs(first_e, states, activity)
         ends = boundaries(cur, end, s)
         spans: dict[str, int] = {}

@@ -401,9 +401,16 @@ class WindowStore:
         """Every scope seen in this namespace, sorted by name."""
         return sorted(await self.scope_activity())
 
-    async def scope_activity(self) -> dict[str, int]:
-        """Scope -> start of the newest bucket that received an article (for the detector)."""
-        rows = await self.redis.zrange(C.ns_key(self.namespace, C.SCOPES_KEY), 0, -1, withscores=True)
+    async def scope_activity(self, since: float | None = None) -> dict[str, int]:
+        """Scope -> start of the newest bucket that received an article (for the detector).
+
+        :param since: only scopes whose newest bucket starts at or after this time (``None``: all).
+        """
+        key = C.ns_key(self.namespace, C.SCOPES_KEY)
+        if since is None:
+            rows = await self.redis.zrange(key, 0, -1, withscores=True)
+        else:
+            rows = await self.redis.zrangebyscore(key, since, "+inf", withscores=True)
         return {_s(m): int(sc) for m, sc in rows}
 
     async def metrics(self) -> dict[str, int]:

@@ -50,6 +50,9 @@ async def test_counts_per_scope(redis_client):
     empty = await store.stats("ticker:NVDA", end, 900)
     assert empty.n == 0 and empty.negative_rate is None and empty.mean_score is None
     assert await store.scopes() == ["all", "ticker:AAPL", "ticker:MSFT", "topic:Earnings", "topic:Macro"]
+    assert await store.scope_activity(since=T0 + 120) == {"all": T0 + 120, "ticker:MSFT": T0 + 120,
+                                                          "topic:Earnings": T0 + 120, "topic:Macro": T0 + 120}
+    assert (await store.scope_activity())["ticker:AAPL"] == T0 + 60
     assert await store.watermark() == T0 + 130 and await store.oldest_event() == T0 + 5
 
 
