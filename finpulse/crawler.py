@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 from finpulse.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
-from finpulse.feeds import (DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, USER_AGENT, FeedConfig, FeedError, FeedState,
+from finpulse.feeds import (DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, FeedConfig, FeedError, FeedState,
                             fetch_feed, load_feeds, parse_feed)
+from finpulse.feeds import user_agent as feed_user_agent
 from finpulse.settings import Settings
 
 log = logging.getLogger("finpulse.crawler")
@@ -233,7 +234,8 @@ class Crawler:
     :param jitter: relative jitter of poll intervals (default 0.1 = +-10 %).
     :param max_backoff_s: longest delay between polls of a failing feed (default 1 h; never shorter
         than the feed's interval).
-    :param user_agent: the ``User-Agent`` header.
+    :param user_agent: the ``User-Agent`` header (default: :func:`finpulse.feeds.user_agent` of
+        ``settings.crawl_contact``).
     :param seen_ttl_s: how long ids / URLs are remembered for dedup (default 14 days).
     :param near_window_s: event-time window of near-duplicate detection (default 12 h).
     :param rng: ``random.Random`` for jitter (tests pass a seeded one).
@@ -242,7 +244,7 @@ class Crawler:
     def __init__(self, feeds: Sequence[FeedConfig] | str | Path, settings: Settings, *,
                  output: str | Path | None = None, redis: Any = None, sink: Any = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES, per_host: int = 2,
-                 jitter: float = 0.1, max_backoff_s: float = 3600.0, user_agent: str = USER_AGENT,
+                 jitter: float = 0.1, max_backoff_s: float = 3600.0, user_agent: str | None = None,
                  seen_ttl_s: int = 14 * 86400, near_window_s: int = 12 * 3600, rng: random.Random | None = None):
         self.feeds: list[FeedConfig] = load_feeds(feeds) if isinstance(feeds, (str, Path)) else list(feeds)
         names = [f.name for f in self.feeds]
@@ -258,6 +260,11 @@ class Crawler:
         self.per_host = per_host
         self.jitter = jitter
         self.max_backoff_s = max_backoff_s
+        if user_agent is None:
+            user_agent = feed_user_agent(settings.crawl_contact)
+            if not settings.crawl_contact.strip():
+                log.warning("no crawl contact: set FINPULSE_CRAWL_CONTACT (your name and e-mail) so that "
+                            "publishers can reach you; some (the SEC) block anonymous crawlers")
         self.user_agent = user_agent
         self.rng = rng or random.Random()
         if sink is not None:

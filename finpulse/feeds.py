@@ -41,8 +41,27 @@ except ImportError:  # Python 3.10
 log = logging.getLogger("finpulse.feeds")
 
 REPO_URL = "https://github.com/finpulse/finpulse"
-#: Sent with every request, so publishers can see who polls them and how to reach us.
+#: Sent with every request when no contact is configured (``user_agent("")``).
 USER_AGENT = f"finpulse/{__version__} (+{REPO_URL})"
+
+
+def user_agent(contact: str = "") -> str:
+    """The crawler's ``User-Agent``: the software, and who runs it.
+
+    Publishers want to know who polls them and how to reach that party; the SEC, for one, asks
+    automated clients to declare a company name and a contact e-mail and may block those that do
+    not. ``contact`` (``Settings.crawl_contact``, e.g. ``"Risk Desk Ltd ops@example.com"``) is
+    appended after the project URL.
+
+    :param contact: the operator's name and e-mail (or URL); empty: the software only.
+    :raises ValueError: a contact with control characters or parentheses (it would break the header).
+    """
+    contact = " ".join(contact.split())
+    if not contact:
+        return USER_AGENT
+    if any(c in contact for c in "()") or any(ord(c) < 32 or ord(c) == 127 for c in contact):
+        raise ValueError(f"crawl contact {contact!r} must not contain parentheses or control characters")
+    return f"finpulse/{__version__} (+{REPO_URL}; {contact})"
 ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
           "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1")
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     :param infer_spinning: let idle inference threads busy-wait (ONNX Runtime's default). Off by
         default in the worker: it shares its cores with the event loop (and, in development, with
         the broker and Redis), and spinning threads take CPU they need.
+    :param crawl_contact: who runs this crawler, sent in its ``User-Agent`` (e.g.
+        ``"Risk Desk Ltd ops@example.com"``); some publishers (the SEC) block crawlers without one,
+        and the crawler warns when it is empty.
     :param rules_file: TOML file of detection rules and webhook endpoints.
     :param webhook_secrets_file: optional TOML/``KEY=VALUE`` file of endpoint secrets.
     """
@@ -103,6 +106,8 @@ class Settings(BaseSettings):
     infer_workers: int = Field(2, ge=1, le=16)
     infer_threads: int = Field(0, ge=0)
     infer_spinning: bool = False
+
+    crawl_contact: str = ""
 
     rules_file: str = str(REPO_ROOT / "config" / "rules.toml")
     webhook_secrets_file: str = ""

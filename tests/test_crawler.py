@@ -269,6 +269,28 @@ async def test_rss20_rss10_atom_are_parsed(server, tmp_path, namespace):
 
 
 @pytest.mark.asyncio
+async def test_user_agent_names_the_operator_when_a_contact_is_set(server, tmp_path, namespace, caplog):
+    from finpulse.feeds import user_agent
+
+    settings = Settings(namespace=namespace, redis_url="", kafka_bootstrap="",
+                        crawl_contact="  Risk Desk Ltd   ops@riskdesk.example ")
+    with caplog.at_level("WARNING", logger="finpulse.crawler"):
+        await crawl_once([feed(server, "ex", "/feeds/rss20.xml")], settings, output=tmp_path / "c.jsonl")
+    _, headers = server.requests[-1]
+    assert headers["User-Agent"] == user_agent("Risk Desk Ltd ops@riskdesk.example")
+    assert headers["User-Agent"].endswith("; Risk Desk Ltd ops@riskdesk.example)")
+    assert "no crawl contact" not in caplog.text
+    with caplog.at_level("WARNING", logger="finpulse.crawler"):
+        await crawl_once([feed(server, "ex", "/feeds/rss20.xml")], memory_settings(namespace),
+                         output=tmp_path / "d.jsonl")
+    assert server.requests[-1][1]["User-Agent"] == USER_AGENT and "no crawl contact" in caplog.text
+    for bad in ("ops@x.example (desk)", "ops@x.example\x00"):
+        with pytest.raises(ValueError, match="crawl contact"):
+            user_agent(bad)
+    assert user_agent("ops@x.example\r\nX-Evil: 1").endswith("; ops@x.example X-Evil: 1)")  # no header injection
+
+
+@pytest.mark.asyncio
 async def test_missing_dates_fall_back_to_fetch_time(server, tmp_path, namespace):
     out = tmp_path / "crawl.jsonl"
     t0 = time.time()
