@@ -92,6 +92,15 @@ def prefix(namespace: str) -> str:
     return f"{KEY_ROOT}:{namespace}"
 
 
+def bucket_key_head(namespace: str, scope: str) -> str:
+    """What every bucket key of a scope starts with: ``bucket_key`` is this plus the bucket start.
+
+    :param namespace: run namespace.
+    :param scope: normalised scope (``all``, ``topic:<name>``, ``ticker:<SYMBOL>``).
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{BUCKET_KEY}:"
+
+
 def bucket_key(namespace: str, scope: str, bucket: int) -> str:
     """Key of a bucket's counter hash.
 
@@ -99,7 +108,7 @@ def bucket_key(namespace: str, scope: str, bucket: int) -> str:
     :param scope: normalised scope (``all``, ``topic:<name>``, ``ticker:<SYMBOL>``).
     :param bucket: bucket start, integer epoch seconds.
     """
-    return f"{prefix(namespace)}:{{{scope}}}:{BUCKET_KEY}:{bucket}"
+    return f"{bucket_key_head(namespace, scope)}{bucket}"
 
 
 def seen_key(namespace: str, scope: str, bucket: int) -> str:

@@ -134,7 +134,7 @@ class BucketSeries:
     def __init__(self, scope: str, start: int, bucket_s: int, rows: list[dict] | None = None, *,
                  counts: np.ndarray | None = None):
         if (rows is None) == (counts is None):
-            raise ValueError("give rows or counts, not both")
+            raise ValueError("give exactly one of rows and counts")
         if counts is None:
             counts = np.array([[r[f] for f in self.FIELDS] for r in rows], dtype=np.int64).reshape(-1, len(self.FIELDS))
         self.scope = scope
@@ -186,7 +186,8 @@ class BucketSeries:
 
     @classmethod
     def join(cls, older: "BucketSeries", newer: "BucketSeries") -> "BucketSeries":
-        """One series from two adjacent ones of the same scope (``older.end == newer.start``).
+        """One series from two adjacent ones of the same scope (``older.end == newer.start``);
+        model versions are kept only when both were built from ``rows``.
 
         :param older: the earlier buckets.
         :param newer: the buckets that follow.
@@ -438,7 +439,7 @@ class WindowStore:
             raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
         rows: list[dict] = []
         parts: list[np.ndarray] = []
-        head = C.bucket_key(self.namespace, scope, 0)[:-1]  # the key without its bucket number
+        head = C.bucket_key_head(self.namespace, scope)
         chunk = 2000
         for off in range(0, nb, chunk):
             keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
@@ -458,7 +459,10 @@ class WindowStore:
                     rows.append(row)
             else:
                 raw = _s(await self._series(keys=keys, args=[]))
-                parts.append(np.fromstring(raw, dtype=np.int64, sep=",").reshape(-1, len(BucketSeries.FIELDS)))
+                vals = np.fromstring(raw, dtype=np.int64, sep=",")
+                if vals.size != len(keys) * len(BucketSeries.FIELDS):
+                    raise RuntimeError(f"series of {scope}: {vals.size} counters read for {len(keys)} buckets")
+                parts.append(vals.reshape(-1, len(BucketSeries.FIELDS)))
         if versions:
             return BucketSeries(scope, start, s, rows)
         counts = np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)

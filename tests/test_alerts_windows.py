@@ -129,5 +129,5 @@ def test_bucket_series_rolling_sums_join_and_columns():
         BucketSeries.join(BucketSeries("all", t0, 60, counts=counts[:2]), BucketSeries("all", t0 + 180, 60, counts=counts[3:]))
     with pytest.raises(ValueError, match="bucket boundary"):
         whole.rolling(range(t0 + 60, t0 + 121, 60), 120)  # the first window starts before the series
-    with pytest.raises(ValueError, match="rows or counts"):
+    with pytest.raises(ValueError, match="one of rows and counts"):
         BucketSeries("all", t0, 60)
