@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from alerts.detector import Detector  # noqa: E402
 from alerts.rules import load_config  # noqa: E402
-from alerts import constants as C  # noqa: E402
 from alerts.store import WindowStore  # noqa: E402
 from alerts.windows import format_time  # noqa: E402
 from finpulse.stack import free_port, redis_server_binary, wait_for_redis  # noqa: E402
+from finpulse.settings import Settings  # noqa: E402
 from models.data import load_split  # noqa: E402
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from models.tickers import extract_tickers  # noqa: E402
@@ -71,8 +71,7 @@ async def one_run(url: str, rows: list[dict], namespace: str) -> dict:
 
     redis = aioredis.Redis.from_url(url)
     config = load_config(ROOT / "config" / "rules.toml")
-    # as WindowStore.from_settings with the default settings and rules
-    store = WindowStore(redis, namespace, bucket_seconds=60, retention_s=max(C.DEFAULT_RETENTION_S, 2 * (86400 + 900)))
+    store = WindowStore.from_settings(redis, Settings(namespace=namespace, bucket_seconds=60))
     detector = Detector.from_config(store, config, clock=lambda: 0.0)
     t_record = t_detect = 0.0
     counted = 0
