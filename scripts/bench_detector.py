@@ -36,17 +36,18 @@ from alerts.store import WindowStore  # noqa: E402
 from alerts.windows import format_time  # noqa: E402
 from finpulse.stack import free_port, redis_server_binary, wait_for_redis  # noqa: E402
 from finpulse.settings import Settings  # noqa: E402
-from models.data import load_split  # noqa: E402
+from bench_replay import START as REPLAY_START  # noqa: E402  (scripts/ is on sys.path)
+from bench_replay import corpus  # noqa: E402
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from models.tickers import extract_tickers  # noqa: E402
 
 BATCH = 256
-START = 1_704_067_200  # 2024-01-01T00:00:00Z, as bench_replay.py
+START = int(REPLAY_START.timestamp())
 
 
 def scored_history(rows: int, days: float = 14.0, seed: int = 7) -> list[dict]:
     """``rows`` scored messages over ``days`` days, in event-time order (see the module docstring)."""
-    examples = [e for t in ("topic", "sentiment") for s in ("train", "valid") for e in load_split(t, s)]
+    examples = corpus()
     rng = random.Random(seed)
     topic_freq = [0] * len(TOPIC_LABELS)
     sent_freq = [0] * len(SENTIMENT_LABELS)

@@ -25,15 +25,22 @@ from finpulse.backtest import run_backtest  # noqa: E402
 from models.data import load_split  # noqa: E402
 
 
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def corpus() -> list:
+    """Every labelled headline of both tasks, in a fixed order (the history cycles through them)."""
+    return [e for t in ("topic", "sentiment") for s in ("train", "valid") for e in load_split(t, s)]
+
+
 def make_history(path: Path, rows: int) -> None:
-    texts = [e.text for t in ("topic", "sentiment") for s in ("train", "valid") for e in load_split(t, s)]
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    texts = [e.text for e in corpus()]
     step = 14 * 86400 / rows
     with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "published_at", "title", "source"])
         for i in range(rows):
-            when = (start + timedelta(seconds=i * step)).isoformat().replace("+00:00", "Z")
+            when = (START + timedelta(seconds=i * step)).isoformat().replace("+00:00", "Z")
             w.writerow([f"r{i}", when, texts[i % len(texts)], "bench"])
 
 
