@@ -9,8 +9,9 @@ COPY finpulse ./finpulse
 COPY stream ./stream
 COPY models ./models
 COPY alerts ./alerts
+COPY ingest ./ingest
 COPY config ./config
-COPY docs/schemas ./docs/schemas
+COPY core ./core
 COPY scripts/install_gpu_runtime.sh ./scripts/
 RUN pip install --no-cache-dir . \
  && if [ "$EXTRA" = "gpu" ]; then sh scripts/install_gpu_runtime.sh; fi \

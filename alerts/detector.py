@@ -1,8 +1,8 @@
-"""Event-time alert detection over a :class:`alerts.store.WindowStore`, with state in Redis.
+"""Event-time alert detection over a :class:`finpulse.alerts.store.WindowStore`, with state in Redis.
 
 The detector walks bucket boundaries ``E`` in order. A boundary is evaluated once the bucket before
 it is *closed*: the namespace watermark (newest event time recorded) has reached ``E + close_delay``.
-At each boundary every (rule, scope) pair is decided by :func:`alerts.rules.decide` on the short
+At each boundary every (rule, scope) pair is decided by :func:`finpulse.alerts.rules.decide` on the short
 window ``[E - short, E)`` and its baseline. Because only closed buckets are read and the walk is
 sequential, the alerts do not depend on how the input was split into micro-batches (when it arrives
 in event-time order), and a replay of history produces the alerts live processing produced.
@@ -18,23 +18,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from redis.exceptions import WatchError
 
-from . import constants as C
-from .rules import AlertsConfig, Decision, Rule, RuleState, decide, make_event_id, severity_rank
+from finpulse.core import constants as C
+from finpulse.core.codec import as_str
+from finpulse.core.messages import Alert
+
+from .config import AlertsConfig
+from .rules import Decision, Rule, RuleState, decide, make_event_id, severity_rank
 from .store import BucketSeries, WindowStore
 from .windows import WindowStats, boundaries, bucket_start, check_window, format_time, scope_type
 
-log = logging.getLogger("finpulse.alerts.detector")
+log = logging.getLogger(__name__)
 
 _STATUS_ORDER = {"fired": 0, "resolved": 1}
-
-
-def _s(x: Any) -> str:
-    return x.decode("utf-8") if isinstance(x, (bytes, bytearray)) else str(x)
 
 
 def _r(x: float | None) -> float | None:
@@ -51,7 +52,7 @@ def state_field(rule: str, scope: str) -> str:
 
 
 def next_decisive(ends: range, k: int, state: RuleState | None, can_fire: np.ndarray) -> int | None:
-    """The first boundary ``ends[j]``, ``j >= k``, where :func:`alerts.rules.decide` has to run.
+    """The first boundary ``ends[j]``, ``j >= k``, where :func:`finpulse.alerts.rules.decide` has to run.
 
     At the boundaries skipped, ``decide`` provably emits nothing and keeps the state, so skipping
     them gives the same alerts and states as deciding every boundary (a replay spends most of its
@@ -79,7 +80,7 @@ def next_decisive(ends: range, k: int, state: RuleState | None, can_fire: np.nda
 
 def decisions(rule: Rule, scope: str, ser: BucketSeries, ends: range, state: RuleState | None
               ) -> Iterator[tuple[Decision, RuleState | None, WindowStats, WindowStats]]:
-    """Run :func:`alerts.rules.decide` for one (rule, scope) over ``ends``, in order, skipping the
+    """Run :func:`finpulse.alerts.rules.decide` for one (rule, scope) over ``ends``, in order, skipping the
     boundaries where it cannot emit or change the state (:func:`next_decisive`).
 
     :param rule: the rule.
@@ -144,11 +145,11 @@ class Detector:
         self._cursor_key = C.detector_key(self.namespace, C.CURSOR_KEY)
 
     @classmethod
-    def from_config(cls, store: WindowStore, config: AlertsConfig, **kwargs: Any) -> "Detector":
+    def from_config(cls, store: WindowStore, config: AlertsConfig, **kwargs: Any) -> Detector:
         """A detector with the rules and ``close_delay`` of a loaded rules file.
 
         :param store: the namespace's window store.
-        :param config: from :func:`alerts.rules.load_config`.
+        :param config: from :func:`finpulse.alerts.config.load_config`.
         :param kwargs: passed to the constructor (``clock``, ``chunk_boundaries``).
         """
         return cls(store, config.rules, close_delay_s=config.close_delay_s, **kwargs)
@@ -198,25 +199,10 @@ class Detector:
             limit = bucket_start(until_ts, s)
         return await self._advance(limit)
 
-    async def on_recorded(self, result: Any = None) -> list[dict]:
-        """Alias of :meth:`evaluate` for the aggregate agent (call it after each ``store.record``).
-
-        :param result: the :class:`alerts.store.RecordResult` of the batch (not needed: the
-            watermark in Redis decides what is closed).
-        """
-        return await self.evaluate()
-
-    async def on_wall_clock(self, now: float | None = None) -> list[dict]:
-        """Alias of :meth:`tick` for a live-mode timer.
-
-        :param now: wall-clock time (default: the clock).
-        """
-        return await self.tick(now)
-
     async def pending(self) -> list[dict]:
         """Alert records produced but not yet acknowledged, in emission order."""
         raw = await self.redis.hgetall(self._pending_key)
-        alerts = [json.loads(_s(v)) for v in raw.values()]
+        alerts = [json.loads(as_str(v)) for v in raw.values()]
         alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9),
                                    severity_rank(a["severity"])))
         return alerts
@@ -235,15 +221,15 @@ class Detector:
     async def cursor(self) -> int | None:
         """The last boundary evaluated (epoch seconds), ``None`` before the first evaluation."""
         raw = await self.redis.get(self._cursor_key)
-        return None if raw is None else int(_s(raw))
+        return None if raw is None else int(as_str(raw))
 
     async def states(self) -> dict[tuple[str, str], RuleState]:
         """Current state per (rule, scope): open alerts and cooldowns."""
         raw = await self.redis.hgetall(self._state_key)
         out = {}
         for k, v in raw.items():
-            rule, _, scope = _s(k).partition("|")
-            out[(rule, scope)] = RuleState.from_dict(json.loads(_s(v)))
+            rule, _, scope = as_str(k).partition("|")
+            out[(rule, scope)] = RuleState.from_dict(json.loads(as_str(v)))
         return out
 
     async def open_alerts(self) -> list[dict]:
@@ -268,13 +254,13 @@ class Detector:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     await pipe.watch(self._cursor_key)
                     raw = await pipe.get(self._cursor_key)
-                    cur = int(_s(raw)) if raw is not None else bucket_start(oldest, s)
+                    cur = int(as_str(raw)) if raw is not None else bucket_start(oldest, s)
                     if cur >= limit:
                         break
                     states = {}
                     for k, v in (await pipe.hgetall(self._state_key)).items():
-                        rule, _, scope = _s(k).partition("|")
-                        states[(rule, scope)] = RuleState.from_dict(json.loads(_s(v)))
+                        rule, _, scope = as_str(k).partition("|")
+                        states[(rule, scope)] = RuleState.from_dict(json.loads(as_str(v)))
                     if not any(st.status == "open" for st in states.values()):
                         cur = await self._skip_quiet(cur, limit)
                     end = min(limit, cur + self.chunk * s)
@@ -386,39 +372,40 @@ class Detector:
         ev = d.evaluation
         versions = (await self.store.stats(scope, short.end, rule.short_window_s)).model_versions
         top = await self.store.top_negative(scope, short.end, rule.short_window_s, C.TOP_K)
-        fired_end = d.state.fired_end if (d.state and d.state.status == "open") else (prior.fired_end if prior else None)
-        return {
-            "alert_id": d.alert_id,
-            "event_id": make_event_id(d.alert_id, status, d.severity),
-            "status": status,
-            "rule": rule.name,
-            "scope": scope,
-            "scope_type": scope_type(scope),
-            "severity": d.severity,
-            "namespace": self.namespace,
-            "window_start": format_time(short.start),
-            "window_end": format_time(short.end),
-            "baseline_start": format_time(base.start),
-            "baseline_end": format_time(base.end),
-            "count": short.n,
-            "negative_count": short.negative,
-            "positive_count": short.positive,
-            "neutral_count": short.neutral,
-            "negative_rate": _r(ev.rate),
-            "mean_score": _r(short.mean_score),
-            "baseline_count": base.n,
-            "baseline_negative_count": base.negative,
-            "baseline_rate": _r(ev.baseline_rate),
-            "threshold": rule.level_rate(d.severity),
-            "resolve_below": rule.resolve_below,
-            "spike_test": rule.test,
-            "statistic": _r(ev.statistic),
-            "statistic_threshold": _r(ev.statistic_threshold),
-            "z_score": _r(ev.z_score),
-            "wilson_lower": _r(ev.wilson_lower),
-            "fired_window_end": format_time(fired_end) if fired_end is not None else format_time(short.end),
-            "top_headlines": [{k: h.get(k) for k in ("id", "title", "url", "source", "published_at", "sentiment_score")}
+        open_now = d.state is not None and d.state.status == "open"
+        fired_end = d.state.fired_end if (open_now and d.state) else (prior.fired_end if prior else None)
+        return Alert.model_validate(dict(
+            alert_id=d.alert_id,
+            event_id=make_event_id(d.alert_id, status, d.severity),
+            status=status,
+            rule=rule.name,
+            scope=scope,
+            scope_type=scope_type(scope),
+            severity=d.severity,
+            namespace=self.namespace,
+            window_start=format_time(short.start),
+            window_end=format_time(short.end),
+            baseline_start=format_time(base.start),
+            baseline_end=format_time(base.end),
+            count=short.n,
+            negative_count=short.negative,
+            positive_count=short.positive,
+            neutral_count=short.neutral,
+            negative_rate=_r(ev.rate),
+            mean_score=_r(short.mean_score),
+            baseline_count=base.n,
+            baseline_negative_count=base.negative,
+            baseline_rate=_r(ev.baseline_rate),
+            threshold=rule.level_rate(d.severity),
+            resolve_below=rule.resolve_below,
+            spike_test=rule.test,
+            statistic=_r(ev.statistic),
+            statistic_threshold=_r(ev.statistic_threshold),
+            z_score=_r(ev.z_score),
+            wilson_lower=_r(ev.wilson_lower),
+            fired_window_end=format_time(fired_end) if fired_end is not None else format_time(short.end),
+            top_headlines=[{k: h.get(k) for k in ("id", "title", "url", "source", "published_at", "sentiment_score")}
                               for h in top],
-            "model_version": ",".join(versions) or self.model_version,
-            "created_at": format_time(self.clock()),
-        }
+            model_version=",".join(versions) or self.model_version,
+            created_at=format_time(self.clock()),
+        )).to_wire()

@@ -1,9 +1,11 @@
-"""Errors raised by :mod:`alerts`."""
+"""Errors raised by :mod:`finpulse.alerts`."""
 
 from __future__ import annotations
 
+from finpulse.core.errors import BadMessage, FinpulseError
 
-class AlertsError(Exception):
+
+class AlertsError(FinpulseError):
     """Base class of every error raised by the alerts package."""
 
 
@@ -20,22 +22,12 @@ class ConfigError(AlertsError, ValueError):
         self.detail = detail
 
 
-class InvalidArticle(AlertsError, ValueError):
+class InvalidArticle(AlertsError, BadMessage, ValueError):
     """A scored article the window store cannot count (bad id, time, sentiment or score).
 
     :param code: short machine-readable reason (``missing_id``, ``bad_time``, ``bad_sentiment``, ...).
     :param detail: human explanation.
     """
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-    @property
-    def reason(self) -> str:
-        """``code: detail``, as a dead letter would carry it."""
-        return f"{self.code}: {self.detail}"
 
 
 class WebhookVerificationError(AlertsError):

@@ -1,64 +1,43 @@
-"""Detection rules: the TOML format, the statistics and the pure fire / stay / resolve decision.
+"""Detection rules: the statistics and the pure fire / stay / escalate / resolve decision.
 
-Nothing here does I/O except :func:`load_config` reading files; :func:`decide` takes the window
-counts and the prior state of one (rule, scope) and returns the next state and what to emit, so
-every case is testable on synthetic numbers. See ``docs/alerts.md`` for the semantics.
+Holds :class:`Rule` and :class:`Level` (a validated rule), the statistics (:func:`wilson_lower`,
+:func:`binomial_z`, :func:`smoothed_rate`, :func:`evaluate`), the deterministic ids
+(:func:`make_alert_id`, :func:`make_event_id`), :func:`severity_rank`, and :func:`decide`, which takes
+the window counts and the prior :class:`RuleState` of one (rule, scope) and returns a
+:class:`Decision`, so every case is testable on synthetic numbers. No I/O: reading the rules TOML is
+:mod:`finpulse.alerts.config`. See ``docs/alerts.md`` for the semantics.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from . import constants as C
+from finpulse.core import constants as C
+
 from .exceptions import ConfigError
 from .windows import WindowStats, normalize_scope
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 TESTS = ("wilson", "zscore")
 DEFAULT_Z = {"wilson": 2.326, "zscore": 3.0}
-
-
-def parse_duration(value: Any, where: str = "duration") -> float:
-    """Parse a duration: a number of seconds or a string such as ``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"``.
-
-    :param value: the TOML value.
-    :param where: name used in the error message.
-    :returns: seconds (float, ``>= 0``).
-    :raises ConfigError: when not a non-negative number or a well-formed string.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(where, f"expected a duration, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0 or not math.isfinite(value):
-            raise ConfigError(where, f"duration must be >= 0, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        s = value.strip().lower().replace(" ", "")
-        parts = _DURATION_RE.findall(s)
-        if parts and "".join(n + u for n, u in parts) == s:
-            return float(sum(float(n) * _UNITS[u] for n, u in parts))
-    raise ConfigError(where, f"expected seconds or a duration like '15m', '1h30m', got {value!r}")
 
 
 def severity_rank(name: str) -> int:
     """Rank of a severity name (``info`` < ``warning`` < ``critical``).
 
-    :param name: a name from :data:`alerts.constants.SEVERITIES`.
+    :param name: a name from :data:`finpulse.core.constants.SEVERITIES`.
     :raises ValueError: for an unknown name.
     """
     try:
-        return C.SEVERITIES.index(name)
+        rank: int = C.SEVERITIES.index(name)
     except ValueError:
         raise ValueError(f"unknown severity {name!r}; use one of {C.SEVERITIES}") from None
+    return rank
 
 
 @dataclass(frozen=True)
@@ -309,7 +288,8 @@ def make_alert_id(rule: str, scope: str, window_start: int, window_end: int) -> 
     :returns: ``al_`` + 32 hex digits of sha256; the same for every re-evaluation and replay.
     """
     text = f"finpulse-alert/v1\n{rule}\n{scope}\n{int(window_start)}\n{int(window_end)}"
-    return C.ALERT_ID_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    prefix: str = C.ALERT_ID_PREFIX
+    return prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def make_event_id(alert_id: str, status: str, severity: str) -> str:
@@ -343,17 +323,18 @@ class RuleState:
     calm_since: int | None = None
     cooldown_until: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RuleState":
+    def from_dict(cls, d: Mapping[str, Any]) -> RuleState:
         """Inverse of :meth:`to_dict`.
 
         :param d: a dict from :meth:`to_dict`.
         """
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        kw: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -417,150 +398,3 @@ def decide(rule: Rule, scope: str, short: WindowStats, baseline: WindowStats,
                         fired_end=E)
         return Decision("fire", nxt, ev, aid, ev.fire_level)
     return Decision("none", None, ev)
-
-
-# --- configuration -------------------------------------------------------------------------------
-
-_RULE_KEYS = {"name", "scope_type", "scopes", "short_window", "baseline_window", "min_count", "levels",
-              "test", "z", "min_lift", "resolve_below", "resolve_hold", "cooldown", "baseline_prior_rate",
-              "baseline_prior_weight", "description"}
-
-
-def check_table(d: Any, where: str, *, allowed: set[str], required: Sequence[str]) -> None:
-    """Check one TOML table of the rules file: a table, no unknown keys, the required keys present.
-
-    :param d: the parsed value.
-    :param where: location used in error messages.
-    :param allowed: the keys the table may have.
-    :param required: the keys it must have.
-    :raises ConfigError: naming the problem and the location.
-    """
-    if not isinstance(d, Mapping):
-        raise ConfigError(where, "must be a table")
-    unknown = set(d) - allowed
-    if unknown:
-        raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
-    missing = [k for k in required if k not in d]
-    if missing:
-        raise ConfigError(where, f"{' and '.join(required)} are required (missing {', '.join(missing)})")
-
-
-def parse_rule(d: Mapping[str, Any], where: str = "rule") -> Rule:
-    """Build a :class:`Rule` from one ``[[rules]]`` TOML table.
-
-    :param d: the table (keys as in ``config/rules.toml``; durations as seconds or ``"15m"``).
-    :param where: location used in error messages.
-    :raises ConfigError: on unknown keys or invalid values.
-    """
-    check_table(d, where, allowed=_RULE_KEYS, required=("name", "scope_type"))
-    kw: dict[str, Any] = {"name": d["name"], "scope_type": d["scope_type"]}
-    st = d["scope_type"]
-    raw_scopes = d.get("scopes", [])
-    if not isinstance(raw_scopes, list):
-        raise ConfigError(f"{where}.scopes", "must be a list")
-    scopes = []
-    for sc in raw_scopes:
-        try:
-            s = normalize_scope(sc if (isinstance(sc, str) and ":" in sc) or sc == C.ALL_SCOPE else f"{st}:{sc}")
-        except ValueError as exc:
-            raise ConfigError(f"{where}.scopes", str(exc)) from None
-        if s not in scopes:
-            scopes.append(s)
-    kw["scopes"] = tuple(scopes)
-    for key, attr in (("short_window", "short_window_s"), ("baseline_window", "baseline_window_s"),
-                      ("resolve_hold", "resolve_hold_s"), ("cooldown", "cooldown_s")):
-        if key in d:
-            sec = parse_duration(d[key], f"{where}.{key}")
-            if not sec.is_integer():
-                raise ConfigError(f"{where}.{key}", "must be whole seconds")
-            kw[attr] = int(sec)
-    for key in ("min_count",):
-        if key in d:
-            if not isinstance(d[key], int) or isinstance(d[key], bool):
-                raise ConfigError(f"{where}.{key}", "must be an integer")
-            kw[key] = d[key]
-    for key in ("z", "min_lift", "resolve_below", "baseline_prior_rate", "baseline_prior_weight"):
-        if key in d:
-            if isinstance(d[key], bool) or not isinstance(d[key], (int, float)):
-                raise ConfigError(f"{where}.{key}", "must be a number")
-            kw[key] = float(d[key])
-    if "test" in d:
-        kw["test"] = d["test"]
-    if "levels" in d:
-        lv = d["levels"]
-        if not isinstance(lv, Mapping) or not lv:
-            raise ConfigError(f"{where}.levels", "must be a table like { warning = 0.5, critical = 0.7 }")
-        items = []
-        for sev, rate in lv.items():
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise ConfigError(f"{where}.levels.{sev}", "must be a number")
-            if sev not in C.SEVERITIES:
-                raise ConfigError(f"{where}.levels", f"unknown severity {sev!r}; use {C.SEVERITIES}")
-            items.append(Level(sev, float(rate)))
-        kw["levels"] = tuple(sorted(items, key=lambda x: severity_rank(x.severity)))
-    try:
-        return Rule(**kw)
-    except ConfigError as exc:
-        raise ConfigError(where, exc.detail) from None
-
-
-@dataclass(frozen=True)
-class AlertsConfig:
-    """Everything in the rules file.
-
-    :param rules: detection rules.
-    :param endpoints: webhook endpoints (:class:`alerts.delivery.Endpoint`).
-    :param close_delay_s: ``[detector] close_delay``: a bucket is evaluated once the watermark is this
-        far past its end.
-    :param retry: ``[delivery]`` retry policy (:class:`alerts.delivery.RetryPolicy`).
-    """
-
-    rules: tuple[Rule, ...]
-    endpoints: tuple[Any, ...] = ()
-    close_delay_s: float = 0.0
-    retry: Any = None
-
-
-def load_config(path: str | os.PathLike | None = None, *, data: Mapping[str, Any] | None = None,
-                secrets_file: str | os.PathLike | None = None,
-                environ: Mapping[str, str] | None = None) -> AlertsConfig:
-    """Load rules, endpoints, detector and delivery settings from the rules TOML.
-
-    :param path: the TOML file (``Settings.rules_file``, default ``config/rules.toml``).
-    :param data: an already-parsed TOML document instead of ``path`` (tests).
-    :param secrets_file: optional file of endpoint secrets (``Settings.webhook_secrets_file``):
-        TOML ``name = "secret"`` or ``NAME=secret`` lines, keyed by endpoint name.
-    :param environ: environment for ``secret_env`` (default ``os.environ``).
-    :raises ConfigError: on any invalid content; the message names the file and key.
-    """
-    from .delivery import RetryPolicy, load_secrets_file, parse_endpoints
-
-    where = str(path) if path is not None else "<rules>"
-    if data is None:
-        if path is None:
-            raise ValueError("give path or data")
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(where, "file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(where, f"invalid TOML: {exc}") from None
-    unknown = set(data) - {"rules", "endpoints", "detector", "delivery"}
-    if unknown:
-        raise ConfigError(where, f"unknown top-level key(s) {sorted(unknown)}")
-    rules_raw = data.get("rules", [])
-    if not isinstance(rules_raw, list):
-        raise ConfigError(f"{where}: rules", "must be an array of tables ([[rules]])")
-    rules = tuple(parse_rule(r, f"{where}: rules[{i}]") for i, r in enumerate(rules_raw))
-    names = [r.name for r in rules]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: rules", "rule names must be unique")
-    det = data.get("detector", {})
-    if not isinstance(det, Mapping) or set(det) - {"close_delay"}:
-        raise ConfigError(f"{where}: detector", "only close_delay is allowed")
-    close_delay = parse_duration(det.get("close_delay", 0), f"{where}: detector.close_delay")
-    retry = RetryPolicy.from_dict(data.get("delivery", {}), f"{where}: delivery")
-    secrets = load_secrets_file(secrets_file) if secrets_file else {}
-    endpoints = parse_endpoints(data.get("endpoints", []), secrets=secrets,
-                                environ=os.environ if environ is None else environ, where=where)
-    return AlertsConfig(rules=rules, endpoints=tuple(endpoints), close_delay_s=close_delay, retry=retry)

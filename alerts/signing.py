@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import hmac
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from .exceptions import WebhookVerificationError
 
@@ -61,12 +61,13 @@ def sign(webhook_id: str, timestamp: int, body: str | bytes, secret: str | bytes
     :param secret: endpoint secret (see :func:`secret_key`).
     :returns: ``"v1,<base64>"``.
     """
-    content = f"{webhook_id}.{int(timestamp)}.".encode("utf-8") + _as_bytes(body)
+    content = f"{webhook_id}.{int(timestamp)}.".encode() + _as_bytes(body)
     mac = hmac.new(secret_key(secret), content, hashlib.sha256).digest()
     return f"{SIGNATURE_VERSION},{base64.b64encode(mac).decode('ascii')}"
 
 
-def sign_headers(webhook_id: str, body: str | bytes, secret: str | bytes, *, timestamp: int | None = None) -> dict[str, str]:
+def sign_headers(webhook_id: str, body: str | bytes, secret: str | bytes, *,
+                 timestamp: int | None = None) -> dict[str, str]:
     """The three Standard Webhooks headers for one delivery attempt.
 
     :param webhook_id: unique message id (the alert's ``event_id``).
@@ -107,6 +108,7 @@ def verify(body: str | bytes, headers: Mapping[str, str], secret: str | bytes | 
     for s in secrets:
         expected = sign(msg_id, ts, body, s).encode("ascii")
         for candidate in sigs.split():
-            if candidate.startswith(f"{SIGNATURE_VERSION},") and hmac.compare_digest(expected, candidate.encode("ascii", "replace")):
+            if (candidate.startswith(f"{SIGNATURE_VERSION},")
+                    and hmac.compare_digest(expected, candidate.encode("ascii", "replace"))):
                 return msg_id
     raise WebhookVerificationError("no matching signature")

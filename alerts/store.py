@@ -3,7 +3,7 @@
 One Lua script call per scope per batch records each article id in its bucket's ``seen`` set first
 and counts it only when the id is new, so a redelivered or replayed article is never counted twice; the
 script touches only keys with the scope's hash tag (Redis Cluster safe). A batch is pipelined.
-Syndicated copies (``duplicate_of`` set) are not counted. See :mod:`alerts.constants` for the keys.
+Syndicated copies (``duplicate_of`` set) are not counted. See :mod:`finpulse.core.constants` for the keys.
 
 First labels win: a redelivered article is classified again, and the int8 model's answer can
 differ slightly with the other headlines of its batch (dynamic quantisation), e.g. another topic,
@@ -16,17 +16,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import constants as C
-from .exceptions import InvalidArticle
-from .windows import (Article, WindowStats, bucket_ceil, bucket_start, check_window, normalize_scope,
-                      parse_article, window_bounds)
+from finpulse.core import constants as C
+from finpulse.core.codec import as_str
 
-log = logging.getLogger("finpulse.alerts.store")
+from .exceptions import InvalidArticle
+from .windows import (
+    Article,
+    WindowStats,
+    bucket_ceil,
+    bucket_start,
+    check_window,
+    normalize_scope,
+    parse_article,
+    window_bounds,
+)
+
+log = logging.getLogger(__name__)
 
 # One call per scope and batch (every key shares the scope's hash tag).
 # KEYS: per bucket j (1-based): bucket hash 3j-2, seen set 3j-1, top-negative zset 3j
@@ -90,10 +101,6 @@ MAX_TIMESERIES_POINTS = 200_000
 """Most points one :meth:`WindowStore.timeseries` call returns."""
 
 
-def _s(x: Any) -> str:
-    return x.decode("utf-8") if isinstance(x, (bytes, bytearray)) else str(x)
-
-
 @dataclass
 class RecordResult:
     """Outcome of :meth:`WindowStore.record` for one batch.
@@ -136,6 +143,7 @@ class BucketSeries:
         if (rows is None) == (counts is None):
             raise ValueError("give exactly one of rows and counts")
         if counts is None:
+            assert rows is not None  # exactly one of the two was given
             counts = np.array([[r[f] for f in self.FIELDS] for r in rows], dtype=np.int64).reshape(-1, len(self.FIELDS))
         self.scope = scope
         self.start = start
@@ -150,7 +158,7 @@ class BucketSeries:
     def rows(self) -> list[dict]:
         """One dict per bucket, as in the ``rows`` parameter."""
         if self._rows is None:
-            self._rows = [{**dict(zip(self.FIELDS, r)), "mv": {}} for r in self._counts.tolist()]
+            self._rows = [{**dict(zip(self.FIELDS, r, strict=True)), "mv": {}} for r in self._counts.tolist()]
         return self._rows
 
     def column(self, field: str) -> np.ndarray:
@@ -185,7 +193,7 @@ class BucketSeries:
         )
 
     @classmethod
-    def join(cls, older: "BucketSeries", newer: "BucketSeries") -> "BucketSeries":
+    def join(cls, older: BucketSeries, newer: BucketSeries) -> BucketSeries:
         """One series from two adjacent ones of the same scope (``older.end == newer.start``);
         model versions are kept only when both were built from ``rows``.
 
@@ -248,8 +256,8 @@ class WindowStore:
         self._series = redis.register_script(_SERIES_LUA)
 
     @classmethod
-    def from_settings(cls, redis: Any, settings: Any) -> "WindowStore":
-        """A store configured from a :class:`finpulse.settings.Settings`.
+    def from_settings(cls, redis: Any, settings: Any) -> WindowStore:
+        """A store configured from a :class:`finpulse.core.settings.Settings`.
 
         :param redis: a ``redis.asyncio.Redis``.
         :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s`` and
@@ -303,21 +311,21 @@ class WindowStore:
             if a.duplicate_of:
                 mine.append(None)
                 continue
-            claim = json.dumps([list(a.scopes), a.sentiment, a.score_micro, a.model_version], ensure_ascii=False)
+            labels = json.dumps([list(a.scopes), a.sentiment, a.score_micro, a.model_version], ensure_ascii=False)
             key = C.claim_key(self.namespace, a.id)
-            pipe.set(key, claim, nx=True, ex=self.retention_s)
+            pipe.set(key, labels, nx=True, ex=self.retention_s)
             pipe.get(key)
-            mine.append(claim)
+            mine.append(labels)
         replies = iter(await pipe.execute())
         newest = next(replies)
         out: list[Article] = []
-        for a, claim in zip(parsed, mine):
+        for a, claim in zip(parsed, mine, strict=True):
             if claim is None:
                 out.append(a)
                 continue
             next(replies)
             first = next(replies)
-            first = claim if first is None else _s(first)  # None only if it expired in between
+            first = claim if first is None else as_str(first)  # None only if it expired in between
             if first != claim:
                 scopes, sentiment, score_micro, model_version = json.loads(first)
                 a = replace(a, scopes=tuple(scopes), sentiment=sentiment, score_micro=int(score_micro),
@@ -371,8 +379,8 @@ class WindowStore:
 
         new_in: dict[int, int] = {}
         touched: dict[str, set[int]] = {}
-        for call, flags in zip(calls, results[: len(calls)]):
-            for (idx, scope, b), r in zip(call, flags):
+        for call, flags in zip(calls, results[: len(calls)], strict=True):
+            for (idx, scope, b), r in zip(call, flags, strict=True):
                 if int(r) == 1:
                     new_in[idx] = new_in.get(idx, 0) + 1
                     touched.setdefault(scope, set()).add(b)
@@ -412,19 +420,19 @@ class WindowStore:
             rows = await self.redis.zrange(key, 0, -1, withscores=True)
         else:
             rows = await self.redis.zrangebyscore(key, since, "+inf", withscores=True)
-        return {_s(m): int(sc) for m, sc in rows}
+        return {as_str(m): int(sc) for m, sc in rows}
 
     async def metrics(self) -> dict[str, int]:
         """Counters of this namespace: ``counted``, ``duplicates``, ``syndicated``, ``late``, ``invalid``."""
         raw = await self.redis.hgetall(C.metrics_key(self.namespace))
-        got = {_s(k): int(v) for k, v in raw.items()}
+        got = {as_str(k): int(v) for k, v in raw.items()}
         return {k: got.get(k, 0) for k in C.METRIC_FIELDS}
 
     async def bucket_series(self, scope: str, start_ts: float, end_ts: float, *,
                             versions: bool = False) -> BucketSeries:
         """Raw per-bucket counters of ``scope`` for the buckets in ``[start_ts, end_ts)``.
 
-        :param scope: a scope (normalised by :func:`alerts.windows.normalize_scope`).
+        :param scope: a scope (normalised by :func:`finpulse.alerts.windows.normalize_scope`).
         :param start_ts: first bucket's start (rounded down to a boundary).
         :param end_ts: end, exclusive (rounded up to a boundary).
         :param versions: also read the per-model-version counts (slower; otherwise ``mv`` is empty).
@@ -451,14 +459,14 @@ class WindowStore:
                     row: dict = {f: 0 for f in C.BUCKET_FIELDS}
                     row["mv"] = {}
                     for k, v in raw.items():
-                        k = _s(k)
+                        k = as_str(k)
                         if k.startswith(C.MODEL_VERSION_FIELD_PREFIX):
                             row["mv"][k[len(C.MODEL_VERSION_FIELD_PREFIX):]] = int(v)
                         elif k in row:
                             row[k] = int(v)
                     rows.append(row)
             else:
-                raw = _s(await self._series(keys=keys, args=[]))
+                raw = as_str(await self._series(keys=keys, args=[]))
                 vals = np.fromstring(raw, dtype=np.int64, sep=",")
                 if vals.size != len(keys) * len(BucketSeries.FIELDS):
                     raise RuntimeError(f"series of {scope}: {vals.size} counters read for {len(keys)} buckets")
@@ -502,7 +510,7 @@ class WindowStore:
         :param scope: the scope.
         :param end_ts: window end, event time (rounded up to a bucket boundary).
         :param window_s: window width, a multiple of the bucket width.
-        :param k: how many (at most :data:`alerts.constants.TOP_K` are kept per bucket).
+        :param k: how many (at most :data:`finpulse.core.constants.TOP_K` are kept per bucket).
         :returns: dicts with ``title``, ``url``, ``source``, ``published_at``, ``sentiment_score``
             and ``id``, most negative first (ties: older first, then id).
         """
@@ -514,7 +522,7 @@ class WindowStore:
         items = []
         for rows in await pipe.execute():
             for member, score in rows:
-                published_at, aid, h = json.loads(_s(member))
+                published_at, aid, h = json.loads(as_str(member))
                 items.append((int(score), published_at, aid, h))
         items.sort(key=lambda t: t[:3])
         return [t[3] for t in items[:k]]

@@ -15,16 +15,16 @@ Conventions
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from finpulse import rfc3339
+from finpulse.core import rfc3339
+from finpulse.core.constants import ALL_SCOPE, SCOPE_TYPES, SCORE_SCALE
+from finpulse.core.tickers import normalize_ticker
 
-from .constants import ALL_SCOPE, SCOPE_TYPES, SCORE_SCALE
 from .exceptions import InvalidArticle
 
-_TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _SENTIMENTS = ("negative", "positive", "neutral")
 
 
@@ -148,18 +148,6 @@ def boundaries(after: int, until: int, bucket_s: int) -> range:
 
 # --- scopes --------------------------------------------------------------------------------------
 
-def normalize_ticker(symbol: Any) -> str | None:
-    """Normalise a ticker symbol as :mod:`models.tickers` does.
-
-    :param symbol: e.g. ``"$aapl "``.
-    :returns: ``"AAPL"``, or ``None`` when it is not a plausible ticker.
-    """
-    if not isinstance(symbol, str):
-        return None
-    s = symbol.strip().lstrip("$").upper()
-    return s if _TICKER_RE.match(s) else None
-
-
 def normalize_topic(name: Any) -> str | None:
     """Normalise a topic name for use in a scope: whitespace collapsed, braces replaced.
 
@@ -257,7 +245,7 @@ class WindowStats:
         """Mean ``sentiment_score``; ``None`` when the window is empty."""
         return self.sum_score / self.n if self.n else None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``negative_rate``/``mean_score`` are ``None`` when ``n == 0``)."""
         return {
             "scope": self.scope, "start": self.start, "end": self.end, "n": self.n,
@@ -290,7 +278,7 @@ class Article:
     model_version: str
     duplicate_of: str | None
     scopes: tuple[str, ...]
-    headline: dict
+    headline: dict[str, Any]
 
 
 def parse_article(message: Mapping[str, Any]) -> Article:
@@ -311,7 +299,8 @@ def parse_article(message: Mapping[str, Any]) -> Article:
     if sentiment not in _SENTIMENTS:
         raise InvalidArticle("bad_sentiment", f"sentiment must be one of {_SENTIMENTS}, got {sentiment!r}")
     score = message.get("sentiment_score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or not -1 <= score <= 1:
+    if (isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
+            or not -1 <= score <= 1):
         raise InvalidArticle("bad_score", f"sentiment_score must be a number in [-1, 1], got {score!r}")
     dup = message.get("duplicate_of")
     mv = message.get("model_version")

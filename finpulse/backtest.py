@@ -5,7 +5,7 @@ one partition per topic) of the embedded stack, or of the broker / Redis named b
 ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL``. A ``finpulse worker`` subprocess with RULES
 (webhook endpoints removed: a backtest never pages anyone) classifies, aggregates and detects exactly
 as in production. Once every row is processed (aggregated or dead-lettered), the worker is stopped
-gracefully and :meth:`alerts.detector.Detector.flush` closes the remaining event-time buckets
+gracefully and :meth:`finpulse.alerts.detector.Detector.flush` closes the remaining event-time buckets
 in-process. DIR then holds ``alerts.jsonl``, ``timeseries.csv``, ``summary.json``, ``report.png``
 and ``worker.log``; see ``docs/backtest.md``.
 
@@ -22,20 +22,39 @@ import hashlib
 import json
 import logging
 import math
-import re
 import shutil
 import sys
 import tempfile
 import time
 import tomllib
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
-from .settings import LIVE_NAMESPACE, Settings
+import redis
+import redis.asyncio as aioredis
+import tomli_w
+from tqdm import tqdm
 
-log = logging.getLogger("finpulse.backtest")
+from finpulse.alerts.config import load_config
+from finpulse.alerts.detector import Detector
+from finpulse.alerts.rules import severity_rank, smoothed_rate
+from finpulse.alerts.store import WindowStore, delete_namespace
+from finpulse.alerts.windows import bucket_start, format_time, scope_type, scopes_for
+from finpulse.core.constants import metrics_key
+from finpulse.core.errors import BadMessage
+from finpulse.core.messages import validate
+from finpulse.core.settings import LIVE_NAMESPACE, Settings
+from finpulse.ingest.producer import NewsProducer, ensure_topics
+from finpulse.ingest.replay import ReplayError, read_history, replay
+
+from .exceptions import AppError
+from .report import DEFAULT_TOP_SCOPES, write_report
+from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
+
+log = logging.getLogger(__name__)
 
 ALERTS_FILE = "alerts.jsonl"
 TIMESERIES_FILE = "timeseries.csv"
@@ -45,16 +64,14 @@ WORKER_LOG = "worker.log"
 
 TIMESERIES_COLUMNS = ("scope", "rule", "window_end", "short_window_s", "count", "negative", "negative_rate",
                       "mean_score", "baseline_window_s", "baseline_count", "baseline_negative", "baseline_rate")
-DEFAULT_TOP_SCOPES = 12
 DEFAULT_MAX_POINTS = 20_000
 MAX_BAD_IN_SUMMARY = 1000
-MAX_PANELS = 24
 PRESCORED_MODEL_VERSION = "prescored"
 _STATUS_ORDER = {"fired": 0, "resolved": 1}
 _SENTIMENTS = ("negative", "positive", "neutral")
 
 
-class BacktestError(RuntimeError):
+class BacktestError(AppError, RuntimeError):
     """The backtest could not run (bad arguments, a namespace already in use, unreadable file)."""
 
 
@@ -71,47 +88,16 @@ def default_namespace(path: str | Path, rules_path: str | Path, now: float | Non
     for p in (path, rules_path):
         h.update(Path(p).read_bytes())
         h.update(b"\0")
-    t = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     return f"bt-{h.hexdigest()[:8]}-{t:%Y%m%dT%H%M%S}{t.microsecond // 1000:03d}"
 
 
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v) if isinstance(v, float) else str(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise BacktestError(f"cannot write {type(v).__name__} value {v!r} to TOML")
-
-
 def dump_rules_toml(data: Mapping[str, Any]) -> str:
-    """Write a parsed rules document back as TOML (tables, arrays of tables, inline tables).
+    """Write a parsed rules document back as TOML (``tomli_w``; ``tomllib`` reads it back unchanged).
 
     :param data: a document as :func:`tomllib.loads` returns it (``detector``, ``delivery``, ``rules``...).
     """
-    lines: list[str] = []
-    for k, v in data.items():
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and not all(isinstance(x, dict) for x in v)):
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{_toml_key(k)}]")
-            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
-    for k, v in data.items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                lines.append(f"\n[[{_toml_key(k)}]]")
-                lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in item.items())
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return tomli_w.dumps(data)
 
 
 def backtest_rules(rules_path: str | Path) -> tuple[str, Any]:
@@ -121,8 +107,6 @@ def backtest_rules(rules_path: str | Path) -> tuple[str, Any]:
     :returns: ``(toml text for the worker, loaded AlertsConfig)``.
     :raises alerts.exceptions.ConfigError: invalid rules.
     """
-    from alerts.rules import load_config
-
     data = tomllib.loads(Path(rules_path).read_text(encoding="utf-8"))
     data.pop("endpoints", None)
     text = dump_rules_toml(data)
@@ -130,57 +114,6 @@ def backtest_rules(rules_path: str | Path) -> tuple[str, Any]:
 
 
 # --- pre-scored input ----------------------------------------------------------------------------
-
-def _file_rows(path: Path, opts: Mapping[str, Any]) -> Iterator[tuple[int, dict | str]]:
-    from .replay import _detect_format, _iter_csv, _iter_jsonl, _open_text
-
-    kind = _detect_format(path, opts.get("fmt"))
-    if kind == "jsonl":
-        yield from _iter_jsonl(path)
-        return
-    delim = opts.get("delimiter") or ("\t" if kind == "tsv" else ",")
-    with _open_text(path, opts.get("encoding", "utf-8-sig")) as fh:
-        reader = csv.reader(fh, delimiter=delim)
-        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
-        if header:
-            yield from _iter_csv(reader, header)
-
-
-def _pick(low: Mapping[str, Any], role: str, opts: Mapping[str, Any]) -> Any:
-    from .replay import DEFAULT_COLUMNS
-
-    given = opts.get(f"{role}_col")
-    if given == "":
-        return None
-    if given:
-        names = [g.strip().lower() for g in given.split("+")] if role == "time" else [given.strip().lower()]
-        vals = [low.get(n) for n in names]
-        if len(names) > 1:
-            return " ".join(str(v).strip() for v in vals if v not in (None, "")) or None
-        v = vals[0]
-    else:
-        v = next((low[c] for c in DEFAULT_COLUMNS[role] if c in low), None)
-    return None if isinstance(v, str) and not v.strip() else v
-
-
-def _row_key(low: Mapping[str, Any], opts: Mapping[str, Any]) -> str:
-    """The id :func:`finpulse.replay.read_history` gives this row."""
-    from stream.messages import format_time
-
-    from .dedup import history_id
-    from .feeds import clean_text
-    from .replay import parse_history_time
-
-    rid = _pick(low, "id", opts)
-    if rid is not None:
-        return str(rid).strip()
-    dt, _ = parse_history_time(_pick(low, "time", opts), tz=opts.get("tz", "UTC"), time_format=opts.get("time_format"),
-                               date_only=opts.get("date_only", "start"))
-    src = _pick(low, "source", opts)
-    src = str(src).strip() if src is not None else opts.get("source")
-    return history_id(source=src, title=clean_text(str(_pick(low, "title", opts) or "")),
-                      published_at=format_time(dt))
-
 
 def _json_cell(v: Any) -> Any:
     if isinstance(v, str) and v.strip()[:1] in ("{", "["):
@@ -237,67 +170,34 @@ def scored_fields(row: Mapping[str, Any]) -> dict:
 def read_scored_history(path: str | Path, **read_options: Any) -> tuple[list[dict], list[tuple[int, str]]]:
     """Read a pre-scored history file into ``news.scored`` messages in event-time order.
 
-    Rows are read by :func:`finpulse.replay.read_history` (same columns, time parsing, ids and bad
-    rows) plus :func:`scored_fields`; tickers are taken as given (not re-extracted from the text).
+    Rows are read by :func:`finpulse.ingest.replay.read_history` (same columns, time parsing, ids and bad
+    rows), which adds :func:`scored_fields` to each message and checks it as ``news.scored``; tickers
+    are taken as given (not re-extracted from the text).
 
     :param path: JSONL / CSV / TSV (optionally ``.gz``).
-    :param read_options: as :func:`finpulse.replay.read_history`.
+    :param read_options: as :func:`finpulse.ingest.replay.read_history`.
     :returns: ``(messages, bad)`` with bad rows as ``(line_no, reason)``.
     """
-    from stream.exceptions import BadMessage
-    from stream.messages import validate
-
-    from .replay import read_history
-
-    messages, bad = read_history(path, **read_options)
-    bad_lines = {line for line, _ in bad}
-    fields: dict[str, tuple[int, dict | None]] = {}
-    extra_bad: list[tuple[int, str]] = []
-    for line, row in _file_rows(Path(path), read_options):
-        if isinstance(row, str) or line in bad_lines:
-            continue
-        low = {str(k).strip().lower(): v for k, v in row.items()}
+    def scored(row: Mapping[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
+        out = {**msg, **scored_fields(row), "tickers": msg.get("tickers") or []}
+        out.setdefault("classified_at", msg["published_at"])
         try:
-            key = _row_key(low, read_options)
-        except ValueError:
-            continue  # read_history reported it
-        if key in fields:
-            continue  # a repeated id: read_history merged or reported it
-        try:
-            fields[key] = (line, scored_fields(row))
-        except (TypeError, ValueError) as exc:
-            fields[key] = (line, None)
-            extra_bad.append((line, str(exc)))
-    out: list[dict] = []
-    for msg in messages:
-        line, f = fields.get(msg["id"], (0, None))
-        if f is None:
-            if line == 0:
-                extra_bad.append((0, f"id {msg['id']!r}: scored fields not found"))
-            continue
-        scored = {**msg, **f, "tickers": msg.get("tickers") or []}
-        scored.setdefault("classified_at", msg["published_at"])
-        try:
-            validate("news.scored", scored)
+            validate("news.scored", out)
         except BadMessage as exc:
-            extra_bad.append((line, exc.detail))
-            continue
-        out.append(scored)
-    return out, sorted(bad + extra_bad, key=lambda b: b[0])
+            raise ValueError(exc.detail) from None
+        return out
+
+    return read_history(path, row_fields=scored, **read_options)
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 def _say(progress: bool, text: str) -> None:
     if progress:
-        from tqdm import tqdm
-
         tqdm.write(text, file=sys.stderr)
 
 
 def _check_fresh_namespace(settings: Settings) -> None:
-    import redis
-
     r = redis.Redis.from_url(settings.redis_url)
     try:
         if next(iter(r.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)), None) is not None:
@@ -307,10 +207,6 @@ def _check_fresh_namespace(settings: Settings) -> None:
 
 
 def _metrics(settings: Settings) -> dict[str, int]:
-    import redis
-
-    from alerts.constants import metrics_key
-
     r = redis.Redis.from_url(settings.redis_url)
     try:
         raw = r.hgetall(metrics_key(settings.namespace))
@@ -325,8 +221,6 @@ def _processed(m: Mapping[str, int]) -> int:
 
 
 def _alert_sort_key(a: Mapping[str, Any]) -> tuple:
-    from alerts.rules import severity_rank
-
     return (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9), severity_rank(a["severity"]))
 
 
@@ -344,13 +238,11 @@ class _Collector:
         self.alerts: dict[str, dict] = {}
 
     def take(self, items: list[tuple[str, Any]]) -> None:
-        from alerts.windows import scopes_for
-
         for topic, msg in items:
             if not isinstance(msg, dict):
                 continue
             if topic == self.t_scored:
-                aid = msg.get("id")
+                aid = str(msg.get("id"))
                 if isinstance(msg.get("model_version"), str):
                     self.versions[msg["model_version"]] += 1
                 if aid in self.ids or msg.get("duplicate_of"):
@@ -374,10 +266,6 @@ class _Collector:
 
 def _produce_scored(settings: Settings, messages: list[dict], progress: bool) -> int:
     """Produce pre-scored messages to the namespace's ``news.scored`` in order; returns how many."""
-    from tqdm import tqdm
-
-    from .producer import NewsProducer
-
     produced = 0
     with NewsProducer(settings, topic=settings.topic(settings.topic_scored), create_topics=False, validate=False,
                       client_id="finpulse-backtest") as producer:
@@ -393,8 +281,6 @@ def _produce_scored(settings: Settings, messages: list[dict], progress: bool) ->
 def _wait_processed(settings: Settings, worker: Any, reader: Any, collector: _Collector, produced: int,
                     deadline: float, progress: bool) -> tuple[bool, str, float | None]:
     """Wait until every produced row is processed; returns ``(complete, why not, when)``."""
-    from tqdm import tqdm
-
     with tqdm(total=produced, unit="msg", desc="pipeline", file=sys.stderr, disable=not progress,
               dynamic_ncols=True) as bar:
         while True:
@@ -417,7 +303,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
                  **read_options: Any) -> dict:
     """Run a history file through the real pipeline in its own namespace and write the report.
 
-    :param path: JSONL / CSV / TSV (optionally ``.gz``) of headlines (see :func:`finpulse.replay.read_history`).
+    :param path: JSONL / CSV / TSV (optionally ``.gz``) of headlines (see :func:`finpulse.ingest.replay.read_history`).
     :param rules_path: rules TOML (``[[endpoints]]`` are ignored).
     :param out_dir: output directory (created; existing outputs are replaced).
     :param namespace: run namespace (default :func:`default_namespace`); must not be ``live`` and
@@ -433,18 +319,14 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
     :param progress: progress bars and alert lines on stderr.
     :param top_scopes: how many of the busiest scopes ``timeseries.csv`` covers (plus every alerted scope).
     :param max_points: most window ends per series; longer spans use a step of several buckets.
-    :param read_options: column and time options of :func:`finpulse.replay.read_history`.
+    :param read_options: column and time options of :func:`finpulse.ingest.replay.read_history`.
     :returns: the summary (also written to ``summary.json``); ``ok`` is false when processing did
         not complete or nothing was produced.
     :raises BacktestError: ``live`` or a used namespace, an unreadable file.
     :raises alerts.exceptions.ConfigError: invalid rules.
     """
-    from .producer import ensure_topics
-    from .replay import ReplayError, replay
-    from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
-
     t_start = time.monotonic()
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     path, rules_path, out = Path(path), Path(rules_path), Path(out_dir)
     if not path.is_file():
         raise BacktestError(f"{path}: no such file")
@@ -591,17 +473,10 @@ def summary_line(summary: Mapping[str, Any]) -> str:
 
 
 def _fmt(ts: float | None) -> str | None:
-    from alerts.windows import format_time
-
     return None if ts is None else format_time(ts)
 
 
 async def _flush(settings: Settings, config: Any, model_version: str | None) -> tuple:
-    import redis.asyncio as aioredis
-
-    from alerts.detector import Detector
-    from alerts.store import WindowStore
-
     r = aioredis.from_url(settings.redis_url)
     try:
         store = WindowStore.from_settings(r, settings)
@@ -614,10 +489,6 @@ async def _flush(settings: Settings, config: Any, model_version: str | None) -> 
 
 
 async def _delete(settings: Settings) -> None:
-    import redis.asyncio as aioredis
-
-    from alerts.store import delete_namespace
-
     r = aioredis.from_url(settings.redis_url)
     try:
         await delete_namespace(r, settings.namespace)
@@ -635,8 +506,6 @@ def _select_scopes(activity: Counter, alerts: list[dict], top: int) -> list[str]
 def _series_specs(scope: str, rules: tuple) -> list[tuple[str, int, int, Any]]:
     """(rule name, short window, baseline window, rule or None) for the rules that watch ``scope``;
     scopes no rule watches get the shortest short and longest baseline window (raw baseline rate)."""
-    from alerts.windows import scope_type
-
     specs = [(r.name, r.short_window_s, r.baseline_window_s, r) for r in rules
              if r.scope_type == scope_type(scope) and (not r.scopes or scope in r.scopes)]
     if not specs and rules:
@@ -647,12 +516,6 @@ def _series_specs(scope: str, rules: tuple) -> list[tuple[str, int, int, Any]]:
 async def _timeseries(settings: Settings, config: Any, scopes: list[str], oldest: float, newest: float,
                       max_points: int) -> dict[str, list[dict]]:
     """Per scope, rows of :data:`TIMESERIES_COLUMNS` at every window end the detector evaluated."""
-    import redis.asyncio as aioredis
-
-    from alerts.rules import smoothed_rate
-    from alerts.store import WindowStore
-    from alerts.windows import bucket_start, format_time
-
     s = settings.bucket_seconds
     first_e, last_e = bucket_start(oldest, s) + s, bucket_start(newest, s) + s
     points = (last_e - first_e) // s + 1
@@ -672,6 +535,7 @@ async def _timeseries(settings: Settings, config: Any, scopes: list[str], oldest
                 for e in range(first_e, last_e + 1, step):
                     short = ser.window(e - w, e)
                     base = ser.window(e - w - bw, e - w)
+                    brate: float | None
                     if rule is not None:
                         brate = smoothed_rate(base.negative, base.n, rule.baseline_prior_rate,
                                               rule.baseline_prior_weight)
@@ -705,90 +569,3 @@ def _write_timeseries(path: Path, series: Mapping[str, list[dict]]) -> None:
         for rows in series.values():
             for row in rows:
                 w.writerow([cell(row[c]) for c in TIMESERIES_COLUMNS])
-
-
-def write_report(path: str | Path, series: Mapping[str, list[dict]], alerts: list[dict],
-                 summary: Mapping[str, Any]) -> None:
-    """``report.png``: negative rate over event time for the busiest scopes (alerted scopes first),
-    one panel each on a shared time axis, with the baseline rate, the rule threshold and the
-    fired / resolved alerts.
-
-    :raises ImportError: without matplotlib (the ``report`` extra).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    from alerts.windows import parse_time
-
-    alerted = {a["scope"] for a in alerts}
-    order = list(series)  # busiest first
-    panels = [sc for sc in order if sc in alerted] + [sc for sc in order if sc not in alerted]
-    panels = panels[:max(DEFAULT_TOP_SCOPES, min(len(alerted), MAX_PANELS))]
-    ncols = 1 if len(panels) <= 4 else 2
-    nrows = max(1, math.ceil(len(panels) / ncols))
-    fig = Figure(figsize=(7.5 * ncols, 1.9 * nrows + 1.0), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    mode = "pre-scored" if summary.get("mode") == "scored" else "classified"
-    fig.suptitle(f"finpulse backtest of {Path(str(summary['file'])).name} ({mode}): negative-sentiment rate per scope\n"
-                 f"{summary['produced']} headlines, alerts: {summary['alerts_fired']} fired, "
-                 f"{summary['alerts_resolved']} resolved; namespace {summary['namespace']}",
-                 fontsize=11)
-    if not panels:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.text(0.5, 0.5, "no data was counted", ha="center", va="center")
-        ax.set_axis_off()
-        fig.savefig(path)
-        return
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
-    dt = lambda ts: datetime.fromtimestamp(ts, timezone.utc)  # noqa: E731
-    for i, ax in enumerate(axes.flat):
-        if i >= len(panels):
-            ax.set_visible(False)
-            continue
-        scope = panels[i]
-        rows = series[scope]
-        rule = rows[0]["rule"]
-        rows = [r for r in rows if r["rule"] == rule]
-        xs = [dt(r["ts"]) for r in rows]
-        ax.plot(xs, [r["negative_rate"] if r["negative_rate"] is not None else float("nan") for r in rows],
-                color="tab:blue", lw=1.2)
-        ax.plot(xs, [r["baseline_rate"] if r["baseline_rate"] is not None else float("nan") for r in rows],
-                color="0.45", lw=1.0, ls="--")
-        if rows[0]["threshold"] is not None:
-            ax.axhline(rows[0]["threshold"], color="tab:red", lw=0.8, ls=":")
-        for a in alerts:
-            if a["scope"] != scope:
-                continue
-            fired = a["status"] == "fired"
-            ax.plot([dt(parse_time(a["window_end"]))], [a["negative_rate"]], ls="none",
-                    marker="v" if fired else "o", ms=8, color="tab:red" if fired else "tab:green",
-                    markeredgecolor="black", markeredgewidth=0.5, zorder=5)
-        w_min = rows[0]["short_window_s"] // 60
-        nal = sum(1 for a in alerts if a["scope"] == scope and a["status"] == "fired")
-        ax.set_title(f"{scope}  ({w_min} min window{', rule ' + rule if rule else ''}"
-                     f"{f', {nal} alert(s)' if nal else ''})", fontsize=9, loc="left")
-        ax.set_ylim(-0.03, 1.05)
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=8)
-        if i % ncols == 0:
-            ax.set_ylabel("negative rate", fontsize=8)
-    for ax in axes[-1]:
-        if ax.get_visible():
-            loc = AutoDateLocator()
-            ax.xaxis.set_major_locator(loc)
-            ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
-            ax.set_xlabel("event time (UTC)", fontsize=9)
-    if len(panels) % ncols and nrows > 1:  # the last column's bottom panel is hidden: label the one above
-        ax = axes[-2][-1]
-        ax.xaxis.set_tick_params(labelbottom=True)
-        ax.set_xlabel("event time (UTC)", fontsize=9)
-    handles = [Line2D([], [], color="tab:blue", lw=1.2, label="negative rate (short window)"),
-               Line2D([], [], color="0.45", lw=1.0, ls="--", label="baseline rate"),
-               Line2D([], [], color="tab:red", lw=0.8, ls=":", label="rule threshold"),
-               Line2D([], [], color="tab:red", marker="v", ls="none", markeredgecolor="black", label="alert fired"),
-               Line2D([], [], color="tab:green", marker="o", ls="none", markeredgecolor="black",
-                      label="alert resolved")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
-    fig.savefig(path)

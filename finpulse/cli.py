@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
+
+from finpulse.core.settings import Settings
+from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 
 
 def _setup_logging(level: str) -> None:
@@ -40,14 +42,14 @@ def classify(texts, input_path, output_path, errors_path, model_dir, device, bat
     """Classify headlines given as arguments or in a file; prints one JSON object per text."""
     from tqdm import tqdm
 
-    from models import Classifier
-    from models.batchfile import read_rows
+    from finpulse.models import Classifier
+    from finpulse.models.batchfile import read_rows
 
     if not texts and not input_path:
         raise click.UsageError("give TEXT arguments or --input FILE")
     clf = Classifier(model_dir, device=device, batch_size=batch_size)
     if texts:
-        for t, r in zip(texts, clf.classify(list(texts))):
+        for t, r in zip(texts, clf.classify(list(texts)), strict=True):
             click.echo(json.dumps({"text": t, **r}, ensure_ascii=False))
         return
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
@@ -60,7 +62,7 @@ def classify(texts, input_path, output_path, errors_path, model_dir, device, bat
     def flush() -> None:
         nonlocal n_ok, n_bad
         results = clf.classify([row.text for row in chunk])
-        for row, res in zip(chunk, results):
+        for row, res in zip(chunk, results, strict=True):
             if "error" in res:
                 n_bad += 1
                 err.write(json.dumps({"line": row.line, "id": row.id, "error": res["error"]}) + "\n")
@@ -101,8 +103,8 @@ def classify(texts, input_path, output_path, errors_path, model_dir, device, bat
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
-    from models.evaluate import evaluate as run_eval
-    from models.evaluate import format_report, logits_fn
+    from finpulse.models.evaluate import evaluate as run_eval
+    from finpulse.models.evaluate import format_report, logits_fn
 
     rep = run_eval(data, task, logits_fn(variant, model_dir, checkpoint))
     click.echo(json.dumps(rep, indent=2) if as_json else format_report(rep, task))
@@ -134,8 +136,8 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
           label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
           distill_temperature, base_encoder, rdrop_weight) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
-    from models.train import TrainConfig
-    from models.train import train as run_train
+    from finpulse.models.train import TrainConfig
+    from finpulse.models.train import train as run_train
 
     summary = run_train(TrainConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                     limit=limit, device=device, threads=threads, layer_lr_decay=layer_lr_decay,
@@ -160,8 +162,8 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
 def adapt(out_dir, epochs, batch_size, lr, head_lr, head_warmup_steps, seed, limit, device, threads) -> None:
     """Masked-LM pre-training on the training headlines (TAPT) before finpulse train --base-encoder."""
-    from models.adapt import AdaptConfig
-    from models.adapt import adapt as run_adapt
+    from finpulse.models.adapt import AdaptConfig
+    from finpulse.models.adapt import adapt as run_adapt
 
     summary = run_adapt(AdaptConfig(out_dir=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr,
                                     head_warmup_steps=head_warmup_steps, seed=seed, limit=limit, device=device,
@@ -175,7 +177,7 @@ def adapt(out_dir, epochs, batch_size, lr, head_lr, head_warmup_steps, seed, lim
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
 def soup(checkpoints, out_dir, threads) -> None:
     """Average fine-tuned checkpoints greedily by dev score (needs the train extra)."""
-    from models.soup import SoupError, greedy_soup
+    from finpulse.models.soup import SoupError, greedy_soup
 
     try:
         summary = greedy_soup(checkpoints, out_dir, threads=threads)
@@ -192,8 +194,8 @@ def soup(checkpoints, out_dir, threads) -> None:
 @click.option("--version", "version", required=True, help="model version, e.g. minilm-mt-2026.11.22")
 def export(checkpoint, out_dir, version) -> None:
     """Export the checkpoint to ONNX (fp32 -> optimised -> int8) and write the manifest."""
-    from models.export import ARTIFACT_DIR
-    from models.export import export as run_export
+    from finpulse.models.export import ARTIFACT_DIR
+    from finpulse.models.export import export as run_export
 
     manifest = run_export(checkpoint, out_dir or ARTIFACT_DIR, version=version)
     click.echo(json.dumps(manifest["files"], indent=2))
@@ -205,7 +207,7 @@ def export(checkpoint, out_dir, version) -> None:
 @click.option("--no-peer", is_flag=True, help="skip the Hugging Face pipeline comparison")
 def bench(as_json, quick, no_peer) -> None:
     """Headlines/s through Classifier (fp32, int8; batch 1/8/32/128) and the HF-pipeline peer."""
-    from models.bench import run_bench
+    from finpulse.models.bench import run_bench
 
     res = run_bench(quick=quick, peer=not no_peer)
     click.echo(json.dumps(res, indent=2) if as_json else res["table"])
@@ -218,9 +220,10 @@ def bench(as_json, quick, no_peer) -> None:
 @click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
 def worker(namespace, faust_args) -> None:
     """Run the stream worker (Faust): classify, aggregate, alert, deliver."""
-    if namespace:
-        os.environ["FINPULSE_NAMESPACE"] = namespace
-    from stream.app import app
+    from finpulse.stream.app import create_app
+
+    settings = Settings(namespace=namespace) if namespace else Settings()
+    app = create_app(settings)
 
     # Faust's -l accepts crit / error / warn / info / debug
     faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}.get(
@@ -274,15 +277,14 @@ def demo(once, sample, quiet) -> None:
 @click.option("--config", "config_path", default="config/feeds.toml", show_default=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--once", is_flag=True, help="poll every feed once, print per-feed counts, exit")
-@click.option("--output", "output_path", default=None, help="write news.raw messages to this JSONL file instead of Kafka")
+@click.option("--output", "output_path", default=None,
+              help="write news.raw messages to this JSONL file instead of Kafka")
 def crawl(config_path, once, output_path) -> None:
     """Crawl RSS/Atom feeds into news.raw."""
     import asyncio
-
     import signal
 
-    from finpulse import crawler
-    from finpulse.settings import Settings
+    from finpulse.ingest import crawler
 
     settings = _with_stack(Settings(), need_redis=False)
     if once:
@@ -314,8 +316,7 @@ def crawl(config_path, once, output_path) -> None:
 @click.option("--ticker-col", default=None)
 def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col, source_col, ticker_col) -> None:
     """Replay historical headlines into news.raw in event-time order."""
-    from finpulse.replay import replay as run_replay
-    from finpulse.settings import Settings
+    from finpulse.ingest.replay import replay as run_replay
 
     settings = _with_stack(Settings(), need_redis=False)
     if namespace:
@@ -369,8 +370,6 @@ def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep
 
 def _with_stack(settings, need_redis: bool = True):
     """Fill empty broker / Redis addresses from a running `finpulse stack up`."""
-    from stream.services import resolve_bootstrap, resolve_redis_url
-
     updates = {}
     if not settings.kafka_bootstrap:
         updates["kafka_bootstrap"] = resolve_bootstrap(settings)
@@ -387,8 +386,7 @@ def topics() -> None:
 @topics.command("create")
 def topics_create() -> None:
     """Create every topic of the namespace (idempotent); used by docker-compose's init-topics."""
-    from finpulse.producer import ensure_topics
-    from finpulse.settings import Settings
+    from finpulse.ingest.producer import ensure_topics
 
     settings = _with_stack(Settings(), need_redis=False)
     created = ensure_topics(settings, settings.all_topics())
@@ -410,7 +408,7 @@ def test_webhook(url, secret, timeout) -> None:
     """Send a signed sample alert to URL and report the outcome."""
     import asyncio
 
-    from alerts.delivery import send_test_webhook
+    from finpulse.alerts.sender import send_test_webhook
 
     secret = secret or os.environ.get("FINPULSE_WEBHOOK_SECRET")
     if not secret:

@@ -9,6 +9,7 @@ The demo namespace uses one partition, so event time is totally ordered and the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -17,7 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from .settings import REPO_ROOT
+from aiohttp import web
+
+from finpulse.alerts.signing import verify
+from finpulse.core.settings import REPO_ROOT
 
 DEMO_SAMPLE = REPO_ROOT / "data" / "demo" / "sample.jsonl"
 SECRET_ENV = "FINPULSE_DEMO_WEBHOOK_SECRET"
@@ -36,22 +40,16 @@ class WebhookReceiver:
         self.url = ""
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="demo-receiver", daemon=True)
-        self._loop = None
-        self._runner = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("webhook receiver did not start")
         return self
 
     def _serve(self) -> None:
-        import asyncio
-
-        from aiohttp import web
-
-        from alerts.signing import verify
-
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
             try:
@@ -65,9 +63,9 @@ class WebhookReceiver:
         async def main() -> None:
             app = web.Application()
             app.router.add_post("/hook", handle)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            runner = self._runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.url = f"http://127.0.0.1:{port}/hook"
@@ -75,9 +73,9 @@ class WebhookReceiver:
             while True:
                 await asyncio.sleep(3600)
 
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(main())
+            loop.run_until_complete(main())
         except RuntimeError:
             pass  # loop stopped
 
@@ -116,7 +114,8 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
     :param quiet: do not print each scored headline.
     :param timeout_s: longest wait in ``once`` mode.
     """
-    from .producer import NewsProducer, ensure_topics
+    from finpulse.ingest.producer import NewsProducer, ensure_topics
+
     from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
 
     sample_path = Path(sample) if sample else DEMO_SAMPLE

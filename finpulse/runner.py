@@ -16,10 +16,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from .settings import REPO_ROOT, Settings
+from finpulse.core.settings import REPO_ROOT, Settings
 
 
 def stack_from_env(kafka_bootstrap: str | None = None, redis_url: str | None = None):
@@ -115,7 +116,7 @@ class TopicReader:
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                        auto_offset_reset="earliest", consumer_timeout_ms=500)
         deadline = time.monotonic() + timeout_s
-        tps = []
+        tps: list[TopicPartition] = []
         for t in self.topics:
             parts = self._consumer.partitions_for_topic(t)
             while not parts and time.monotonic() < deadline:
@@ -160,7 +161,7 @@ class TopicReader:
         """Close the consumer."""
         self._consumer.close()
 
-    def __enter__(self) -> "TopicReader":
+    def __enter__(self) -> TopicReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("finpulse.stack")
+from finpulse.core.stackstate import running_stack, state_file
 
-STATE_FILE = Path(os.environ.get("FINPULSE_STACK_STATE", Path.home() / ".cache" / "finpulse" / "stack.json"))
+from .exceptions import AppError
 
+log = logging.getLogger(__name__)
 
-class StackError(RuntimeError):
+class StackError(AppError, RuntimeError):
     """A stack component is missing or did not come up."""
 
 
@@ -132,7 +133,7 @@ class EmbeddedStack:
     pids: dict[str, int] = field(default_factory=dict)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
-    def start(self, detach: bool = False) -> "EmbeddedStack":
+    def start(self, detach: bool = False) -> EmbeddedStack:
         """Start what is missing and wait until both answer.
 
         :param detach: start the children in their own session so they outlive this process
@@ -204,7 +205,7 @@ class EmbeddedStack:
         """``FINPULSE_KAFKA_BOOTSTRAP`` and ``FINPULSE_REDIS_URL`` for child processes."""
         return {"FINPULSE_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "FINPULSE_REDIS_URL": self.redis_url}
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -212,25 +213,26 @@ class EmbeddedStack:
 
 
 def stack_up() -> dict:
-    """Start a detached stack (``finpulse stack up``) and record it in :data:`STATE_FILE`."""
-    if STATE_FILE.exists():
-        state = json.loads(STATE_FILE.read_text())
+    """Start a detached stack (``finpulse stack up``) and record it in :func:`state_file`."""
+    state = running_stack()
+    if state is not None:
         if all(_alive(pid) for pid in state.get("pids", {}).values()):
             return state
     stack = EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
                           redis_url=os.environ.get("FINPULSE_REDIS_URL", "")).start(detach=True)
     state = {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": stack.redis_url,
              "pids": dict(stack.pids), "log_dir": stack.log_dir}
-    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    STATE_FILE.write_text(json.dumps(state, indent=2))
+    path = state_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2))
     return state
 
 
 def stack_down() -> dict:
     """Stop the stack recorded by :func:`stack_up` and remove the state file."""
-    if not STATE_FILE.exists():
+    state = running_stack()
+    if state is None:
         return {}
-    state = json.loads(STATE_FILE.read_text())
     for pid in state.get("pids", {}).values():
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -240,7 +242,7 @@ def stack_down() -> dict:
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    STATE_FILE.unlink()
+    state_file().unlink()
     return state
 
 

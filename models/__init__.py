@@ -1,7 +1,7 @@
 """The finpulse news classifier: tokenisation, ONNX sessions, training and export.
 
 Runtime users need only :class:`Classifier` (onnxruntime + tokenizers); training and export
-(:mod:`models.train`, :mod:`models.export`, :mod:`models.network`) need the ``train`` extra.
+(:mod:`finpulse.models.train`, :mod:`finpulse.models.export`, :mod:`finpulse.models.network`) need the ``train`` extra.
 """
 
 from .exceptions import InvalidInputError, ManifestError, ModelError

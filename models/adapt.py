@@ -8,7 +8,7 @@ register of their own (cashtags, "PT raised to", "beats by $0.02"). Gururangan e
 before fine-tuning, and report gains on small classification sets. Here:
 
 * the texts are the *training* texts of both tasks, normalised exactly as for fine-tuning, without
-  the dev slice (same ``dev_fraction`` / ``seed`` / ``limit`` as :func:`models.train.train_dev_split`)
+  the dev slice (same ``dev_fraction`` / ``seed`` / ``limit`` as :func:`finpulse.models.train.train_dev_split`)
   and never the upstream ``*_valid.csv`` splits; the dev slice's texts measure a held-out MLM loss;
 * masking is BERT's (15 % of tokens; of those 80 % ``[MASK]``, 10 % random, 10 % kept), drawn
   afresh every epoch by ``transformers``' ``DataCollatorForLanguageModeling``;
@@ -30,12 +30,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .normalize import NORMALIZATION_VERSION, normalize_text
 
-log = logging.getLogger("finpulse.adapt")
+log = logging.getLogger(__name__)
 
 #: tokenizer files copied unchanged from the base encoder into the adapted encoder's directory.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -180,7 +181,7 @@ def adapt(cfg: AdaptConfig) -> dict:
         return total_loss / max(1, n)
 
     rng = random.Random(cfg.seed)
-    history = [{"epoch": 0, "dev_mlm_loss": None}]
+    history: list[dict[str, Any]] = [{"epoch": 0, "dev_mlm_loss": None}]
     started = time.time()
     step = 0
     model.train()
@@ -189,7 +190,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     for epoch in range(cfg.epochs):
         bar = tqdm(_bucketed_batches(lengths, cfg.batch_size, rng), desc=f"adapt {epoch + 1}/{cfg.epochs}",
                    unit="batch", dynamic_ncols=True)
-        running = None
+        running: float | None = None
         for batch_idx in bar:
             if step == cfg.head_warmup_steps:
                 for p in body:
@@ -208,6 +209,7 @@ def adapt(cfg: AdaptConfig) -> dict:
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         bar.close()
+        assert running is not None  # every epoch has at least one batch
         dev_loss = held_out_loss()
         history.append({"epoch": epoch + 1, "train_mlm_loss": round(running, 4), "dev_mlm_loss": round(dev_loss, 4),
                         "elapsed_s": round(time.time() - started, 1)})

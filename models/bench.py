@@ -1,6 +1,6 @@
 """Classifier throughput benchmark (``finpulse bench`` / ``scripts/bench_classify.py``).
 
-Measures headlines per second through :class:`models.Classifier` on real validation headlines at
+Measures headlines per second through :class:`finpulse.models.Classifier` on real validation headlines at
 batch sizes 1, 8, 32 and 128, for the fp32 ONNX export (``build/onnx``; skipped if absent) and the
 shipped int8 model, and the peer a user would otherwise pick: a Hugging Face
 ``pipeline("text-classification")`` with a BERT-base-size model (FinBERT's architecture, random
@@ -119,12 +119,17 @@ def run_bench(quick: bool = False, peer: bool = True, batch_sizes=(1, 8, 32, 128
 
 def _peer(texts: list[str], repeats: int) -> dict:
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, pipeline
+
+    # BertTokenizerFast exists at runtime in every supported transformers (>=4.44), but 5.x exports it only
+    # through its lazy module (an alias of BertTokenizer), so its type stubs lack the name
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, pipeline  # type: ignore[attr-defined]
 
     from .network import base_encoder_dir
 
     torch.manual_seed(0)
-    cfg = BertConfig(num_labels=3)  # bert-base: 12 layers, 768 hidden, 110M parameters (FinBERT's shape)
+    # bert-base: 12 layers, 768 hidden, 110M parameters (FinBERT's shape). transformers 5.x makes BertConfig a
+    # dataclass; the __init__ mypy derives from its fields lacks num_labels, which the runtime accepts as an extra kwarg
+    cfg = BertConfig(num_labels=3)  # type: ignore[call-arg]
     model = BertForSequenceClassification(cfg).eval()
     tok = BertTokenizerFast.from_pretrained(str(base_encoder_dir()))  # same uncased WordPiece vocabulary
     pipe = pipeline("text-classification", model=model, tokenizer=tok, device=-1)
@@ -144,7 +149,8 @@ def _table(r: dict) -> str:
     for v, row in r["classifier"].items():
         lines.append(f"| {v} | " + " | ".join(f"{row[b]:.0f}" for b in bss) + " |")
     if "peer" in r:
-        lines.append(f"\nHF pipeline peer (BERT-base, one call per headline): {r['peer']['headlines_per_s']:.1f} headlines/s; "
+        lines.append(f"\nHF pipeline peer (BERT-base, one call per headline): "
+                     f"{r['peer']['headlines_per_s']:.1f} headlines/s; "
                      f"int8 batch 32 is {r['ratio_int8_b32_vs_peer']}x faster")
     lines.append(f"peak RSS, load + classify 10,000 headlines (int8): {r['peak_rss_mib_10k']} MiB")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 Example::
 
-    from models import Classifier
+    from finpulse.models import Classifier
     clf = Classifier()                       # bundled model, CUDA fp16 if available else CPU int8
     clf.classify(["Fed hikes rates by 75bp", "Apple beats estimates"])
 """
@@ -10,9 +10,9 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .manifest import load_manifest
 from .normalize import normalize_text
 from .tokenize import load_tokenizer
 
-log = logging.getLogger("finpulse.models")
+log = logging.getLogger(__name__)
 
 MAX_CHARS = 10_000
 """Texts longer than this many characters are cut before tokenising (the token limit in the
@@ -35,7 +35,8 @@ PAD_SLACK = 1.25
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 class Classifier:
@@ -152,7 +153,7 @@ class Classifier:
             return "text is empty (or only whitespace / URLs) after normalisation"
         return None
 
-    def classify(self, texts: Sequence[Any]) -> list[dict]:
+    def classify(self, texts: Sequence[Any]) -> list[dict[str, Any]]:
         """Classify a batch of headlines in one call.
 
         Invalid items (not a string; empty, whitespace-only or URL-only) do not fail the batch:
@@ -166,7 +167,7 @@ class Classifier:
         """
         if isinstance(texts, str):
             raise InvalidInputError("classify() takes a list of texts, not one string")
-        results: list[dict] = [{} for _ in texts]
+        results: list[dict[str, Any]] = [{} for _ in texts]
         valid: list[int] = []
         for i, t in enumerate(texts):
             why = self.check_text(t)

@@ -1,7 +1,11 @@
-"""Errors raised by :mod:`models`."""
+"""Errors raised by :mod:`finpulse.models`."""
+
+from __future__ import annotations
+
+from finpulse.core.errors import FinpulseError
 
 
-class ModelError(Exception):
+class ModelError(FinpulseError):
     """Base class of every error raised by the model layer."""
 
 
@@ -11,3 +15,7 @@ class ManifestError(ModelError):
 
 class InvalidInputError(ModelError, ValueError):
     """A text given to the classifier cannot be classified (empty, not a string, ...)."""
+
+
+class SoupError(ModelError, ValueError):
+    """Checkpoints that cannot be averaged, or an empty list of them."""

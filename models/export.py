@@ -6,12 +6,13 @@ Artifacts (``models/artifacts/``):
 
 * ``model.int8.onnx`` — the shipped CPU model: fp32 export (opset 17, dynamic batch and sequence
   axes, outputs ``topic_logits`` and ``sentiment_logits``), ONNX Runtime's BERT graph fusions
-  (attention, layer-norm, GELU, embedding), then dynamic int8 quantisation (weights per output channel; activations per run).
+  (attention, layer-norm, GELU, embedding), then dynamic int8 quantisation (weights per output channel;
+  activations per run).
 * ``tokenizer.json`` — the base model's WordPiece tokenizer.
 * ``manifest.json`` — version, label maps, max sequence length, sha256 of every file, recipe, metrics.
 
 The fp32 and optimised fp32 files are written to ``build/onnx/`` (not shipped: 90 MB). The GPU fp16
-variant is built from the shipped int8 file at load time (:func:`models.gpu.fp16_from_int8`), which
+variant is built from the shipped int8 file at load time (:func:`finpulse.models.gpu.fp16_from_int8`), which
 keeps the repository under its 60 MB budget.
 """
 
@@ -26,7 +27,7 @@ from .labels import SENTIMENT_LABELS, TOPIC_LABELS
 from .manifest import sha256_file
 from .normalize import NORMALIZATION_VERSION
 
-log = logging.getLogger("finpulse.export")
+log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "onnx"
@@ -129,7 +130,7 @@ def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_
            *, version: str, max_length: int = 128) -> dict:
     """Full export: fp32 -> optimised fp32 -> int8; copy tokenizer; write the manifest.
 
-    :param ckpt_dir: checkpoint written by :func:`models.train.train`.
+    :param ckpt_dir: checkpoint written by :func:`finpulse.models.train.train`.
     :param artifact_dir: where the shipped files go.
     :param build_dir: where the unshipped fp32 files go.
     :param version: model version recorded in the manifest.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("finpulse.models")
+log = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("FINPULSE_CACHE_DIR", Path.home() / ".cache" / "finpulse"))
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from .exceptions import ManifestError
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
@@ -23,7 +24,7 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> dict:
+def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> dict[str, Any]:
     """Read and check ``<model_dir>/manifest.json``.
 
     :param model_dir: the artifact directory; ``None`` means ``$FINPULSE_MODEL_DIR`` if set, else
@@ -31,14 +32,14 @@ def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> d
     :param verify: recompute each file's sha256 and compare it with the manifest.
     :returns: the manifest, with ``_dir`` set to the directory's absolute path.
     :raises ManifestError: missing or malformed manifest, a missing file, a sha256 mismatch, or
-        label maps that differ from :mod:`models.labels`.
+        label maps that differ from :mod:`finpulse.models.labels`.
     """
     d = Path(model_dir or os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
     path = d / "manifest.json"
     if not path.is_file():
         raise ManifestError(f"no manifest.json in {d}: train and export a model (finpulse train; finpulse export)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from None
     missing = [k for k in REQUIRED_KEYS if k not in manifest]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel
+
+from .exceptions import SoupError
 
 
 def base_encoder_dir() -> Path:
@@ -86,7 +89,7 @@ def torch_logits(model: MultiTaskClassifier, tokenizer, texts, device=None, batc
     """Run the PyTorch model over ``texts`` (normalised and tokenised as at run time).
 
     :param model: the network (put it in eval mode first).
-    :param tokenizer: a ``tokenizers.Tokenizer`` from :func:`models.tokenize.load_tokenizer`.
+    :param tokenizer: a ``tokenizers.Tokenizer`` from :func:`finpulse.models.tokenize.load_tokenizer`.
     :param texts: raw texts.
     :param device: torch device of the model (default CPU).
     :param batch_size: texts per forward pass.
@@ -108,3 +111,11 @@ def torch_logits(model: MultiTaskClassifier, tokenizer, texts, device=None, batc
         return (np.zeros((0, model.topic_head.out_features), np.float32),
                 np.zeros((0, model.sentiment_head.out_features), np.float32))
     return np.concatenate(outs_t), np.concatenate(outs_s)
+
+
+def read_recipe(ckpt_dir: str | Path) -> dict:
+    """The ``recipe.json`` of a checkpoint directory."""
+    path = Path(ckpt_dir) / "recipe.json"
+    if not path.is_file():
+        raise SoupError(f"{ckpt_dir}: no recipe.json (not a checkpoint written by finpulse train)")
+    return json.loads(path.read_text())

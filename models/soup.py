@@ -17,28 +17,19 @@ that judges the soup, all checkpoints must have been trained with the same ``dev
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
-log = logging.getLogger("finpulse.soup")
+from .exceptions import SoupError
+from .network import read_recipe
+
+log = logging.getLogger(__name__)
 
 #: recipe fields that must be equal in every ingredient: architecture, text pipeline, dev slice.
 MUST_MATCH = ("base_model", "pooling", "normalization_version", "n_topics", "n_sentiments",
               "dev_fraction", "seed", "limit", "max_length")
-
-
-class SoupError(ValueError):
-    """Checkpoints that cannot be averaged, or an empty list of them."""
-
-
-def read_recipe(ckpt_dir: str | Path) -> dict:
-    """The ``recipe.json`` of a checkpoint directory."""
-    path = Path(ckpt_dir) / "recipe.json"
-    if not path.is_file():
-        raise SoupError(f"{ckpt_dir}: no recipe.json (not a checkpoint written by finpulse train)")
-    return json.loads(path.read_text())
 
 
 def check_compatible(recipes: Mapping[str, dict]) -> None:
@@ -90,7 +81,7 @@ def average_state_dicts(state_dicts: Sequence[Mapping]) -> dict:
 def greedy_soup(checkpoints: Sequence[str | Path], out_dir: str | Path, *, threads: int = 0) -> dict:
     """Average the checkpoints greedily by dev score and write the soup as a checkpoint.
 
-    :param checkpoints: checkpoint directories written by :func:`models.train.train`.
+    :param checkpoints: checkpoint directories written by :func:`finpulse.models.train.train`.
     :param out_dir: where the soup's ``weights.pt``, ``config.json`` and ``recipe.json`` go; its
         recipe records every ingredient's recipe and dev score and which were kept.
     :param threads: torch CPU threads (0 = torch's default).
@@ -124,7 +115,7 @@ def greedy_soup(checkpoints: Sequence[str | Path], out_dir: str | Path, *, threa
 
     kept = [ranked[0]]
     best_report, best = reports[ranked[0]], scores[ranked[0]]
-    trials = []
+    trials: list[dict[str, Any]] = []
     for n in ranked[1:]:
         model.load_state_dict(average_state_dicts([states[k] for k in kept + [n]]))
         rep = dev_report(model.eval(), tokenizer, dev_set)

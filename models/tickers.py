@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+
+from finpulse.core.tickers import normalize_ticker
 
 _CASHTAG_RE = re.compile(r"(?<![A-Za-z0-9])\$([A-Za-z][A-Za-z0-9]{0,5}(?:\.[A-Za-z]{1,2})?)(?![A-Za-z0-9])")
-_VALID_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 COMPANIES_FILE = Path(__file__).resolve().parent / "companies.json"
 
 
 @lru_cache(maxsize=1)
-def _company_pattern() -> tuple[re.Pattern, dict[str, str]]:
+def _company_pattern() -> tuple[re.Pattern[str], dict[str, str]]:
     names = {k: v for k, v in json.loads(COMPANIES_FILE.read_text()).items() if not k.startswith("_")}
     alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     return re.compile(rf"(?<![\w&])(?:{alternation})(?![\w&])"), names
-
-
-def normalize_ticker(symbol: str) -> str | None:
-    """Upper-case ``symbol`` without a leading ``$``; ``None`` if it is not a plausible ticker."""
-    s = symbol.strip().lstrip("$").upper()
-    return s if _VALID_RE.match(s) else None
 
 
 def extract_tickers(text: str, given: Iterable[str] | None = None) -> list[str]:

@@ -4,7 +4,7 @@
 
 Recipe (recorded in ``recipe.json`` and the manifest):
 
-* both training CSVs are normalised with :func:`models.normalize.normalize_text`, pooled and
+* both training CSVs are normalised with :func:`finpulse.models.normalize.normalize_text`, pooled and
   shuffled; each example carries the label of its own task and ``-100`` for the other, so one
   mixed batch trains both heads (cross-entropy with ``ignore_index``, losses summed);
 * a stratified ``dev_fraction`` slice of *each training split* is held out for early stopping
@@ -33,7 +33,7 @@ from .metrics import classification_report
 from .normalize import NORMALIZATION_VERSION, normalize_text
 from .tokenize import load_tokenizer
 
-log = logging.getLogger("finpulse.train")
+log = logging.getLogger(__name__)
 
 IGNORE = -100
 
@@ -74,7 +74,7 @@ class TrainConfig:
     :param distill_weight: weight of the distillation loss (added to the labelled cross-entropy).
     :param distill_temperature: softmax temperature of the distillation loss.
     :param base_encoder: encoder directory to start from instead of the shipped all-MiniLM-L6-v2,
-        e.g. one adapted by ``finpulse adapt`` (:mod:`models.adapt`); it must have held out the
+        e.g. one adapted by ``finpulse adapt`` (:mod:`finpulse.models.adapt`); it must have held out the
         same dev slice.
     :param rdrop_weight: R-Drop consistency regularisation (Liang et al., 2021; ``0`` = off): each
         batch goes through the model twice with independent dropout, the cross-entropy is averaged
@@ -177,7 +177,7 @@ def train_dev_split(dev_fraction: float, seed: int, limit: int | None = None) ->
 
     Only the upstream ``*_train.csv`` splits are read; the dev slice is a stratified
     ``dev_fraction`` of each, so two runs with the same ``dev_fraction``, ``seed`` and ``limit``
-    hold out exactly the same dev slice (what :mod:`models.soup` relies on).
+    hold out exactly the same dev slice (what :mod:`finpulse.models.soup` relies on).
 
     :param dev_fraction: share of each task's training split held out.
     :param seed: seed of the holdout and of the shuffle.
@@ -264,7 +264,7 @@ def start_encoder(cfg: TrainConfig) -> tuple[Path, str, dict | None]:
     if cfg.init_from and cfg.base_encoder:
         raise ValueError("init_from and base_encoder both name the starting weights; give one of them")
     if cfg.init_from:
-        from .soup import read_recipe
+        from .network import read_recipe
 
         return base_encoder_dir(), read_recipe(cfg.init_from)["base_model"], None
     if not cfg.base_encoder:
@@ -328,8 +328,7 @@ def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], 
     :param tokenizer: the training tokenizer.
     :param device: torch device to run the teacher on.
     """
-    from .network import load_checkpoint, torch_logits
-    from .soup import read_recipe
+    from .network import load_checkpoint, read_recipe, torch_logits
 
     recipe = read_recipe(teacher_dir)
     require_match(f"teacher {teacher_dir}", recipe, cfg, TEACHER_MUST_MATCH)
@@ -404,8 +403,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.sentiment_class_weights == "balanced":
         counts = np.bincount(sent_y[sent_y != IGNORE], minlength=len(SENTIMENT_LABELS)).astype(float)
         w = counts.sum() / (len(counts) * np.maximum(counts, 1))
-        sent_loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=cfg.label_smoothing, weight=torch.tensor(w, dtype=torch.float32,
-                                                                                           device=device))
+        sent_loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=cfg.label_smoothing,
+                                                 weight=torch.tensor(w, dtype=torch.float32, device=device))
 
     recipe = {
         "base_model": base_name,
@@ -455,7 +454,7 @@ def train(cfg: TrainConfig) -> dict:
                 loss = loss + loss_fn(t_logits, ty)
             if (sy != IGNORE).any():
                 loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
-            if soft_t is not None:
+            if soft_t is not None and soft_s is not None:  # the teacher sets both or neither
                 copies = 2 if cfg.rdrop_weight else 1
                 kd_t = distillation_loss(t_logits, torch.from_numpy(soft_t[batch]).to(device).repeat(copies, 1),
                                          cfg.distill_temperature)
@@ -476,6 +475,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{max(sched.get_last_lr()):.2e}")
         bar.close()
         scored = model if ema is None else ema.module
+        assert isinstance(scored, MultiTaskClassifier)  # AveragedModel.module is a deep copy of model
         dev = dev_report(scored, tokenizer, dev_set, device)
         score = dev_score(dev)
         history.append({"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.bench import run_bench  # noqa: E402
+from finpulse.models.bench import run_bench  # noqa: E402
 
 if __name__ == "__main__":
     res = run_bench(quick="--quick" in sys.argv, peer="--no-peer" not in sys.argv)

@@ -30,16 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from alerts.detector import Detector  # noqa: E402
-from alerts.rules import load_config  # noqa: E402
-from alerts.store import WindowStore  # noqa: E402
-from alerts.windows import format_time  # noqa: E402
-from finpulse.stack import free_port, redis_server_binary, wait_for_redis  # noqa: E402
-from finpulse.settings import Settings  # noqa: E402
 from bench_replay import START as REPLAY_START  # noqa: E402  (scripts/ is on sys.path)
 from bench_replay import corpus  # noqa: E402
-from models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
-from models.tickers import extract_tickers  # noqa: E402
+
+from finpulse.alerts.config import load_config  # noqa: E402
+from finpulse.alerts.detector import Detector  # noqa: E402
+from finpulse.alerts.store import WindowStore  # noqa: E402
+from finpulse.alerts.windows import format_time  # noqa: E402
+from finpulse.core.settings import Settings  # noqa: E402
+from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
+from finpulse.models.tickers import extract_tickers  # noqa: E402
+from finpulse.stack import free_port, redis_server_binary, wait_for_redis  # noqa: E402
 
 BATCH = 256
 START = int(REPLAY_START.timestamp())

@@ -25,24 +25,24 @@ import os
 import statistics
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
-from datetime import datetime, timedelta, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from finpulse.producer import NewsProducer, ensure_topics  # noqa: E402
+from finpulse.core.settings import Settings  # noqa: E402
+from finpulse.ingest.producer import NewsProducer, ensure_topics  # noqa: E402
+from finpulse.models.data import load_split  # noqa: E402
 from finpulse.runner import WorkerProcess  # noqa: E402
-from finpulse.settings import Settings  # noqa: E402
 from finpulse.stack import EmbeddedStack  # noqa: E402
-from models.data import load_split  # noqa: E402
 
 
 def headlines(n: int, offset: int) -> list[dict]:
     texts = [e.text for e in load_split("topic", "valid")] + [e.text for e in load_split("sentiment", "valid")]
-    start = datetime(2024, 6, 3, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 3, tzinfo=UTC)
     out = []
     for i in range(n):
         out.append({"id": f"bench-{offset + i}", "title": texts[(offset + i) % len(texts)], "source": "bench",
@@ -65,8 +65,8 @@ def main() -> None:
     import redis
     from kafka import KafkaConsumer
 
-    from alerts.constants import metrics_key
-    from models import Classifier
+    from finpulse.core.constants import metrics_key
+    from finpulse.models import Classifier
 
     settings0 = Settings()
     sample = [m["title"] for m in headlines(2048, 0)]
@@ -199,7 +199,7 @@ def main() -> None:
         finally:
             producer.close()
             worker.stop(30)
-    from models.bench import machine
+    from finpulse.models.bench import machine
 
     result["machine"] = machine()
     result["settings"] = {"batch_max": settings0.batch_max, "batch_within_s": settings0.batch_within, "partitions": 1,

@@ -15,17 +15,16 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.backtest import run_backtest  # noqa: E402
-from models.data import load_split  # noqa: E402
+from finpulse.models.data import load_split  # noqa: E402
 
-
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def corpus() -> list:

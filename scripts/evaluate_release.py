@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.data import SPLIT_FILES, load_split  # noqa: E402
-from models.evaluate import evaluate, logits_fn  # noqa: E402
-from models.export import ARTIFACT_DIR, BUILD_DIR, update_metrics  # noqa: E402
+from finpulse.models.data import SPLIT_FILES, load_split  # noqa: E402
+from finpulse.models.evaluate import evaluate, logits_fn  # noqa: E402
+from finpulse.models.export import ARTIFACT_DIR, BUILD_DIR, update_metrics  # noqa: E402
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ import hashlib
 import json
 import random
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "data" / "twitter-financial-news-sentiment" / "sent_train.csv"
 OUT = ROOT / "data" / "demo" / "sample.jsonl"
-DAY = datetime(2024, 3, 12, tzinfo=timezone.utc)
+DAY = datetime(2024, 3, 12, tzinfo=UTC)
 OIL = re.compile(r"\b(oil|crude|OPEC|Brent|WTI|barrels?|refiner\w*|shale)\b", re.I)
 
 

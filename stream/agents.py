@@ -1,4 +1,5 @@
-"""The Faust agents: thin wiring around the plain functions in :mod:`stream.pipeline` and :mod:`alerts`.
+"""The Faust agents: thin wiring around the plain functions of :mod:`finpulse.stream.pipeline` and
+:mod:`finpulse.alerts`.
 
 * ``classify``: ``news.raw`` -> micro-batches -> ONNX in inference threads (pipelined) -> ``news.scored``
   (+ ``news.dlq``)
@@ -21,15 +22,14 @@ import logging
 import time
 from collections import deque
 
-from alerts.constants import metrics_key
+from finpulse.core.constants import metrics_key
 
-from .app import alerts_dlq_topic, alerts_topic, app, dlq_topic, raw_topic, scored_topic, settings
+from .app import agent, current, on_shutdown, task, timer
 from .messages import dead_letter
 from .pipeline import RawItem, encode, score_batch
-from .services import Services, worker_env_summary
+from .services import worker_env_summary
 
-log = logging.getLogger("finpulse.worker")
-services = Services(settings)
+log = logging.getLogger(__name__)
 
 
 async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -40,15 +40,16 @@ async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
 
 
 async def _count(**fields: int) -> None:
-    r = await services.redis()
+    w = current()
+    r = await w.services.redis()
     pipe = r.pipeline(transaction=False)
     for name, n in fields.items():
         if n:
-            pipe.hincrby(metrics_key(settings.namespace), name, n)
+            pipe.hincrby(metrics_key(w.settings.namespace), name, n)
     await pipe.execute()
 
 
-@app.agent(raw_topic, concurrency=1)
+@agent("raw", concurrency=1)
 async def classify(stream):
     """Classify micro-batches of raw headlines, pipelined.
 
@@ -59,6 +60,8 @@ async def classify(stream):
     acknowledged by the broker (``noack_take`` + manual ``stream.ack``). Unfinished batches of a
     stopping worker are never acknowledged, so they are redelivered.
     """
+    w = current()
+    settings, services, topics = w.settings, w.services, w.topics
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
     clf = await services.classifier()
@@ -68,11 +71,11 @@ async def classify(stream):
         batch = await scoring
         if previous is not None:
             await previous  # keep output order; a failed predecessor fails this batch too
-        await _produce(scored_topic, [(m["id"].encode(), encode(m)) for m in batch.scored])
+        await _produce(topics.scored, [(m["id"].encode(), encode(m)) for m in batch.scored])
         if batch.dead:
             for d in batch.dead:
                 log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"])
-            await _produce(dlq_topic, [(None, encode(d)) for d in batch.dead])
+            await _produce(topics.dlq, [(None, encode(d)) for d in batch.dead])
         for e in events:
             await stream.ack(e)
         await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
@@ -95,9 +98,11 @@ async def classify(stream):
         await asyncio.gather(*inflight, return_exceptions=True)
 
 
-@app.agent(scored_topic, concurrency=1)
+@agent("scored", concurrency=1)
 async def aggregate(stream):
     """Update the Redis windows, evaluate the rules, publish alerts."""
+    w = current()
+    settings, services, topics = w.settings, w.services, w.topics
     store = await services.store()
     detector = await services.detector()
     async for events in stream.take_events(settings.batch_max * 4, settings.batch_within):
@@ -117,10 +122,10 @@ async def aggregate(stream):
             dead.append(dead_letter(m.value, f"invalid_scored: {reason}", topic=m.topic, partition=m.partition,
                                     offset=m.offset, stage="aggregate", now=now))
         if dead:
-            await _produce(dlq_topic, [(None, encode(d)) for d in dead])
+            await _produce(topics.dlq, [(None, encode(d)) for d in dead])
         alerts = await detector.evaluate()
         if alerts:
-            await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
+            await _produce(topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
             await detector.mark_emitted(alerts)
             for a in alerts:
                 log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
@@ -129,7 +134,7 @@ async def aggregate(stream):
         await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
 
 
-@app.task
+@task()
 async def restore_root_log_level() -> None:
     """Undo Faust's startup-spinner logging once the worker runs.
 
@@ -144,52 +149,49 @@ async def restore_root_log_level() -> None:
         root.setLevel(min(levels))
 
 
-@app.timer(interval=15.0)
+@timer(interval=15.0)
 async def close_quiet_buckets():
     """Live mode: close event-time buckets when news is quiet, so alerts resolve on time."""
-    if settings.namespace != "live":
+    w = current()
+    if w.settings.namespace != "live":
         return
-    detector = await services.detector()
+    detector = await w.services.detector()
     alerts = await detector.tick(time.time())
     if alerts:
-        await _produce(alerts_topic, [(a["alert_id"].encode(), encode(a)) for a in alerts])
+        await _produce(w.topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
         await detector.mark_emitted(alerts)
 
 
-@app.agent(alerts_topic, concurrency=1)
+@agent("alerts", concurrency=1)
 async def deliver(stream):
     """Enqueue each alert for every matching webhook endpoint (durably, in Redis)."""
-    from .delivery import delivery_service
-
-    svc = await delivery_service(services)
+    w = current()
+    svc = await w.services.delivery()
     async for event in stream.events():
         try:
             alert = json.loads(event.message.value)
         except (TypeError, ValueError) as exc:
             m = event.message
-            await _produce(dlq_topic, [(None, encode(dead_letter(
+            await _produce(w.topics.dlq, [(None, encode(dead_letter(
                 m.value, f"not_json: alert is not JSON ({exc})", topic=m.topic, partition=m.partition,
                 offset=m.offset, stage="deliver", now=time.time())))])
             continue
         await svc.enqueue(alert)
 
 
-@app.task
+@task()
 async def run_deliveries():
     """Deliver due webhooks until the worker stops (retries are scheduled in Redis)."""
-    from .delivery import delivery_service
-
-    svc = await delivery_service(services)
+    w = current()
+    svc = await w.services.delivery()
 
     async def on_dead(record: dict) -> None:
-        await _produce(alerts_dlq_topic, [(record.get("alert_id", "").encode() or None, encode(record))])
+        await _produce(w.topics.alerts_dlq, [(record.get("alert_id", "").encode() or None, encode(record))])
 
     await svc.run(on_dead)
 
 
-@app.on_before_shutdown.connect
+@on_shutdown()
 async def stop_deliveries(sender, **kwargs) -> None:
     """Worker shutdown: the delivery loop ends after its current attempt instead of mid-request."""
-    from .delivery import stop_delivery
-
-    stop_delivery()
+    current().services.stop_delivery()

@@ -1,70 +1,179 @@
-"""The one Faust app of finpulse.
+"""The one Faust app of finpulse, built when a worker starts, never when a module is imported.
 
-``finpulse worker`` (or ``faust -A stream.app worker -l info``) runs it. Settings come from
-:class:`finpulse.settings.Settings` (``FINPULSE_*`` environment variables / ``FINPULSE_CONFIG``);
-the agents live in :mod:`stream.agents` and are registered on import below.
+:func:`create_app` builds, for one :class:`~finpulse.core.settings.Settings`: the Faust app, its
+topics, the worker's resources (:class:`~finpulse.stream.services.Services`: inference executor,
+classifier, Redis) and its consumer tweak. ``finpulse worker`` calls it and runs the app.
+
+The agents live in :mod:`finpulse.stream.agents` and declare themselves with :func:`agent`,
+:func:`task`, :func:`timer` and :func:`on_shutdown` below. Faust's autodiscovery imports that module
+when the worker starts; only then is each declaration registered on the app of :func:`current`.
+The agents import this module; this module never imports them (it names them in
+``autodiscover``).
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiokafka
 import faust
+import faust.transport.drivers.aiokafka as aiokafka_driver
+import venusian
 
-from finpulse.settings import Settings
+from finpulse.core.settings import Settings
+from finpulse.core.stackstate import resolve_bootstrap
 
-from .services import resolve_bootstrap
+from .exceptions import StreamError
+from .services import Services
 
-settings = Settings()
+AGENTS_MODULE = "finpulse.stream.agents"
+#: the venusian category our declarations use: one that Faust's autodiscovery scans for
+SCAN_CATEGORY = "faust.agent"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _use_fetch_max_wait(ms: int) -> None:
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one namespace (names from the settings)."""
+
+    raw: faust.types.TopicT
+    scored: faust.types.TopicT
+    dlq: faust.types.TopicT
+    alerts: faust.types.TopicT
+    alerts_dlq: faust.types.TopicT
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What the agents of one worker process use: the app, its settings, topics and resources.
+
+    :param registered: the declarations already registered on ``app`` (Faust discovers twice when a
+        worker starts: in ``app.main()`` and again in its worker command).
+    """
+
+    app: faust.App
+    settings: Settings
+    topics: Topics
+    services: Services
+    registered: set[Callable[..., Any]] = field(default_factory=set)
+
+
+_current: Worker | None = None
+
+
+def current() -> Worker:
+    """The worker built by the last :func:`create_app` of this process.
+
+    :raises StreamError: when no app was created (the agents module was imported by hand).
+    """
+    if _current is None:
+        raise StreamError("no finpulse worker app: call finpulse.stream.app.create_app(settings) first")
+    return _current
+
+
+def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """The Faust app options for ``settings`` (pure).
+
+    :param settings: the worker's settings.
+    :param bootstrap: ``host:port[,host:port]`` of the Kafka cluster.
+    """
+    return dict(
+        broker=[f"kafka://{hp.strip()}" for hp in bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,               # the worker serves nothing it does not need
+        autodiscover=[AGENTS_MODULE],
+        origin=AGENTS_MODULE,            # else Faust's CLI names the script (finpulse-worker) as a module to scan
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=settings.commit_every,
+        broker_commit_interval=settings.commit_interval_s,
+        stream_wait_empty=False,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        store="memory://",
+    )
+
+
+def use_fetch_max_wait(ms: int) -> None:
     """Faust passes a fixed ``fetch_max_wait_ms=1500`` to aiokafka; use the setting instead.
 
     Scoped to this (worker) process: only the consumer class that Faust's driver instantiates is
-    replaced, by a subclass that overrides that one argument.
+    replaced, by a subclass that overrides that one argument. Called by :func:`create_app`.
     """
-    import aiokafka
-    import faust.transport.drivers.aiokafka as driver
-
     base = aiokafka.AIOKafkaConsumer
 
     class Consumer(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["fetch_max_wait_ms"] = ms
             super().__init__(*args, **kwargs)
 
-    import types
-
     patched = types.ModuleType(aiokafka.__name__)
     patched.__dict__.update(vars(aiokafka))
-    patched.AIOKafkaConsumer = Consumer
-    driver.aiokafka = patched
+    patched.AIOKafkaConsumer = Consumer  # type: ignore[attr-defined]
+    aiokafka_driver.aiokafka = patched  # type: ignore[attr-defined]
 
 
-_use_fetch_max_wait(settings.fetch_max_wait_ms)
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker's Faust app for ``settings`` and make it :func:`current`.
 
-app = faust.App(
-    settings.group_id,
-    broker=[f"kafka://{hp.strip()}" for hp in resolve_bootstrap(settings).split(",")],
-    value_serializer="raw",
-    key_serializer="raw",
-    web_enabled=False,               # the worker serves nothing it does not need
-    autodiscover=False,
-    topic_partitions=settings.partitions,
-    topic_replication_factor=settings.replication_factor,
-    consumer_auto_offset_reset="earliest",
-    producer_acks=-1,
-    broker_commit_every=settings.commit_every,
-    broker_commit_interval=settings.commit_interval_s,
-    stream_wait_empty=False,
-    broker_rebalance_timeout=settings.rebalance_timeout_s,
-    broker_session_timeout=settings.session_timeout_s,
-    store="memory://",
-)
+    :param settings: the worker's settings (namespace, topics, broker, batching, ...).
+    :returns: the app; ``app.main()`` runs it (autodiscovery registers the agents then).
+    :raises RuntimeError: when no broker is configured or recorded by ``finpulse stack up``.
+    """
+    global _current
+    use_fetch_max_wait(settings.fetch_max_wait_ms)
+    app = faust.App(settings.group_id, **faust_options(settings, resolve_bootstrap(settings)))
 
-raw_topic = app.topic(settings.topic(settings.topic_raw), partitions=settings.partitions)
-scored_topic = app.topic(settings.topic(settings.topic_scored), partitions=settings.partitions)
-dlq_topic = app.topic(settings.topic(settings.topic_dlq), partitions=settings.partitions)
-alerts_topic = app.topic(settings.topic(settings.topic_alerts), partitions=settings.partitions)
-alerts_dlq_topic = app.topic(settings.topic(settings.topic_alerts_dlq), partitions=settings.partitions)
+    def topic(base: str) -> faust.types.TopicT:
+        return app.topic(settings.topic(base), partitions=settings.partitions)
 
-from . import agents  # noqa: E402,F401  (registers the agents on ``app``)
+    topics = Topics(raw=topic(settings.topic_raw), scored=topic(settings.topic_scored),
+                    dlq=topic(settings.topic_dlq), alerts=topic(settings.topic_alerts),
+                    alerts_dlq=topic(settings.topic_alerts_dlq))
+    _current = Worker(app=app, settings=settings, topics=topics, services=Services(settings))
+    return app
+
+
+def _declare(register: Callable[[Worker, F], object]) -> Callable[[F], F]:
+    """A decorator that registers its function on :func:`current`'s app when Faust discovers it."""
+    def decorate(fun: F) -> F:
+        def on_discovered(scanner: object, name: str, ob: F) -> None:
+            worker = current()
+            if ob not in worker.registered:
+                worker.registered.add(ob)
+                register(worker, ob)
+
+        venusian.attach(fun, on_discovered, category=SCAN_CATEGORY)
+        return fun
+    return decorate
+
+
+def agent(topic: str, **options: Any) -> Callable[[F], F]:
+    """Declare a Faust agent on the namespace's topic ``topic`` (a :class:`Topics` field name).
+
+    :param topic: ``raw``, ``scored``, ``dlq``, ``alerts`` or ``alerts_dlq``.
+    :param options: passed to ``faust.App.agent`` (e.g. ``concurrency=1``).
+    """
+    return _declare(lambda w, fun: w.app.agent(getattr(w.topics, topic), **options)(fun))
+
+
+def task() -> Callable[[F], F]:
+    """Declare a background task of the worker (``faust.App.task``)."""
+    return _declare(lambda w, fun: w.app.task(fun))
+
+
+def timer(interval: float) -> Callable[[F], F]:
+    """Declare a function run every ``interval`` seconds (``faust.App.timer``)."""
+    return _declare(lambda w, fun: w.app.timer(interval=interval)(fun))
+
+
+def on_shutdown() -> Callable[[F], F]:
+    """Declare a receiver of the worker's ``on_before_shutdown`` signal."""
+    return _declare(lambda w, fun: w.app.on_before_shutdown.connect(fun))

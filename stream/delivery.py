@@ -1,7 +1,7 @@
 """Wiring of webhook delivery into the worker: enqueue from the ``alerts`` topic, deliver in a task.
 
 Delivery runs in its own asyncio task with its own HTTP session, never in the classify path; its
-state (due times, attempts) is in Redis (:mod:`alerts.delivery`), so a restart resumes it.
+state (due times, attempts) is in Redis (:mod:`finpulse.alerts.queue`), so a restart resumes it.
 """
 
 from __future__ import annotations
@@ -9,23 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("finpulse.delivery")
+import aiohttp
 
-_service: "DeliveryService | None" = None
+from finpulse.alerts.queue import DeliveryQueue
+from finpulse.alerts.sender import Deliverer
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryService:
     """Queue + deliverer of one worker process.
 
-    :param services: the worker's :class:`stream.services.Services`.
+    :param namespace: run namespace (Redis key prefix).
+    :param redis: a ``redis.asyncio.Redis``.
+    :param config: the :class:`finpulse.alerts.config.AlertsConfig` (endpoints and retry policy).
     """
 
-    def __init__(self, services, redis, config):
-        from alerts.delivery import DeliveryQueue
-
-        self.services = services
+    def __init__(self, namespace: str, redis, config):
         self.config = config
-        self.queue = DeliveryQueue(redis, services.settings.namespace)
+        self.queue = DeliveryQueue(redis, namespace)
         self.stop_event = asyncio.Event()
 
     async def enqueue(self, alert: dict) -> list[str]:
@@ -37,10 +39,6 @@ class DeliveryService:
 
     async def run(self, on_dead) -> None:
         """Deliver due webhooks until :meth:`stop`; ``on_dead`` receives final failures."""
-        import aiohttp
-
-        from alerts.delivery import Deliverer
-
         if not self.config.endpoints:
             log.info("no webhook endpoints configured; alerts stay on the alerts topic")
             return
@@ -51,17 +49,3 @@ class DeliveryService:
     def stop(self) -> None:
         """Let the delivery loop finish its current attempt and return (worker shutdown)."""
         self.stop_event.set()
-
-
-def stop_delivery() -> None:
-    """Stop the process's :class:`DeliveryService`, if one was started."""
-    if _service is not None:
-        _service.stop()
-
-
-async def delivery_service(services) -> DeliveryService:
-    """The process-wide :class:`DeliveryService` (created on first use)."""
-    global _service
-    if _service is None:
-        _service = DeliveryService(services, await services.redis(), services.alerts_config())
-    return _service

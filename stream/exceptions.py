@@ -1,23 +1,9 @@
-"""Errors raised by :mod:`stream`."""
+"""Errors raised by :mod:`finpulse.stream`."""
+
+from __future__ import annotations
+
+from finpulse.core.errors import FinpulseError
 
 
-class StreamError(Exception):
+class StreamError(FinpulseError):
     """Base class of every error raised by the stream layer."""
-
-
-class BadMessage(StreamError):
-    """A message that cannot be processed; it goes to the dead-letter topic.
-
-    :param code: short machine-readable reason (``not_json``, ``missing_title``, ...).
-    :param detail: human explanation.
-    """
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-    @property
-    def reason(self) -> str:
-        """``code: detail``, as written into the dead letter."""
-        return f"{self.code}: {self.detail}"

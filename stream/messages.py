@@ -1,71 +1,18 @@
-"""Message schemas of the news pipeline: parsing, validation and dead letters.
+"""Parsing of ``news.raw`` values and the dead letters of the news pipeline.
 
-Pure functions (no Kafka): the agents call them, the tests call them directly. The JSON Schemas
-in ``docs/schemas/`` are the documentation and the validator of record; event-time checks that a
-schema cannot express (parsable, not far in the future) are done here too.
+Pure functions (no Kafka): the agents call them, the tests call them directly. The schemas are in
+:mod:`finpulse.core.messages`; event-time checks that a schema cannot express (parsable, not far in
+the future) are done here.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-
-from finpulse import rfc3339
-
-from .exceptions import BadMessage
-
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
-
-
-@lru_cache(maxsize=None)
-def _validator(name: str) -> Draft202012Validator:
-    resources = []
-    for path in SCHEMA_DIR.glob("*.json"):
-        doc = json.loads(path.read_text())
-        resources.append((path.name, Resource.from_contents(doc)))
-        resources.append((doc["$id"], Resource.from_contents(doc)))
-    registry = Registry().with_resources(resources)
-    schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
-    return Draft202012Validator(schema, registry=registry)
-
-
-def validate(name: str, message: dict) -> None:
-    """Validate ``message`` against ``docs/schemas/<name>.json``.
-
-    :raises BadMessage: ``schema`` with the first error's path and message.
-    """
-    err = next(iter(_validator(name).iter_errors(message)), None)
-    if err is not None:
-        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-        raise BadMessage("schema", f"{name} {where}: {err.message}")
-
-
-def parse_time(value: Any, field: str = "published_at") -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC ``datetime`` (see :mod:`finpulse.rfc3339`).
-
-    :raises BadMessage: ``bad_time`` when unparsable or naive.
-    """
-    try:
-        return rfc3339.parse(value)
-    except ValueError as exc:
-        raise BadMessage("bad_time", f"{field} {exc}") from None
-
-
-def format_time(dt: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix and millisecond precision."""
-    return rfc3339.format(dt)
-
-
-def event_time(message: dict) -> float:
-    """The event time (``published_at``) of a raw or scored message, in epoch seconds."""
-    return parse_time(message["published_at"]).timestamp()
+from finpulse.core import rfc3339
+from finpulse.core.errors import BadMessage
+from finpulse.core.messages import parse_time, validate
 
 
 def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_tolerance_s: float) -> dict:
@@ -91,7 +38,8 @@ def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_t
     try:
         msg = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadMessage("not_json", f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise BadMessage("not_json",
+                         f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(msg, dict):
         raise BadMessage("not_object", f"payload is JSON {type(msg).__name__}, expected an object")
     title = msg.get("title")
@@ -104,7 +52,7 @@ def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_t
             f"published_at {msg['published_at']} is {published.timestamp() - now:.0f}s in the future "
             f"(tolerance {future_tolerance_s:.0f}s)",
         )
-    msg["published_at"] = format_time(published)
+    msg["published_at"] = rfc3339.format(published)
     validate("news.raw", msg)
     return msg
 
@@ -125,5 +73,5 @@ def dead_letter(value: bytes | str | None, reason: str, *, topic: str, partition
         "partition": partition,
         "offset": offset,
         "stage": stage,
-        "failed_at": format_time(datetime.fromtimestamp(now, timezone.utc)),
+        "failed_at": rfc3339.format(now),
     }

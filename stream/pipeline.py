@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from models.tickers import extract_tickers
+from finpulse.core.errors import BadMessage
+from finpulse.core.rfc3339 import format as format_time
+from finpulse.models.tickers import extract_tickers
 
-from .exceptions import BadMessage
-from .messages import dead_letter, format_time, parse_raw
+from .messages import dead_letter, parse_raw
 
 
 @dataclass
@@ -50,7 +51,7 @@ def build_scored(msg: dict, result: dict, now: float) -> dict:
         "sentiment_score": result["sentiment_score"],
         "tickers": extract_tickers(text, msg.get("tickers")),
         "model_version": result["model_version"],
-        "classified_at": format_time(datetime.fromtimestamp(now, timezone.utc)),
+        "classified_at": format_time(datetime.fromtimestamp(now, UTC)),
     })
     return scored
 
@@ -87,7 +88,7 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
             res = classify([classify_text(parsed[i][1]) for i in group])
             if len(res) != len(group):
                 raise RuntimeError(f"classifier returned {len(res)} results for {len(group)} texts")
-            results.update(zip(group, res))
+            results.update(zip(group, res, strict=True))
         except Exception as exc:  # noqa: BLE001 - isolate the culprit, never lose the batch
             if len(group) == 1:
                 results[group[0]] = {"error": f"classifier failed: {type(exc).__name__}: {exc}"}

@@ -1,44 +1,28 @@
 """Long-lived resources of a worker process: classifier, Redis, window store, detector, delivery.
 
-Created lazily on first use inside the worker's event loop, so importing :mod:`stream.app` is cheap.
+Built by :func:`finpulse.stream.app.create_app` when a worker starts; the classifier, Redis client,
+store, detector and delivery service are created lazily on first use inside the worker's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from finpulse.settings import Settings
+import redis.asyncio as aioredis
 
-log = logging.getLogger("finpulse.worker")
+from finpulse.alerts.config import load_config
+from finpulse.alerts.detector import Detector
+from finpulse.alerts.store import WindowStore
+from finpulse.core.settings import Settings
+from finpulse.core.stackstate import resolve_redis_url
+from finpulse.models import Classifier
 
+from .delivery import DeliveryService
 
-def resolve_bootstrap(settings: Settings) -> str:
-    """The Kafka bootstrap: the setting, else the running ``finpulse stack up`` stack.
-
-    :raises RuntimeError: when neither is available, saying what to do.
-    """
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    from finpulse.stack import STATE_FILE
-
-    if STATE_FILE.exists():
-        return json.loads(STATE_FILE.read_text())["kafka_bootstrap"]
-    raise RuntimeError("no Kafka configured: set FINPULSE_KAFKA_BOOTSTRAP or run `finpulse stack up`")
-
-
-def resolve_redis_url(settings: Settings) -> str:
-    """The Redis URL: the setting, else the running ``finpulse stack up`` stack."""
-    if settings.redis_url:
-        return settings.redis_url
-    from finpulse.stack import STATE_FILE
-
-    if STATE_FILE.exists():
-        return json.loads(STATE_FILE.read_text())["redis_url"]
-    raise RuntimeError("no Redis configured: set FINPULSE_REDIS_URL or run `finpulse stack up`")
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -54,15 +38,15 @@ class Services:
         self._redis = None
         self._store = None
         self._detector = None
+        self._alerts_config = None
+        self._delivery: DeliveryService | None = None
         self._lock = asyncio.Lock()
 
     async def classifier(self):
-        """The :class:`models.Classifier` (loaded in the inference thread on first call)."""
+        """The :class:`finpulse.models.Classifier` (loaded in the inference thread on first call)."""
         if self._classifier is None:
             async with self._lock:
                 if self._classifier is None:
-                    from models import Classifier
-
                     loop = asyncio.get_running_loop()
                     self._classifier = await loop.run_in_executor(
                         self.executor,
@@ -75,24 +59,18 @@ class Services:
     async def redis(self):
         """A ``redis.asyncio.Redis`` client for the configured URL."""
         if self._redis is None:
-            import redis.asyncio as aioredis
-
             self._redis = aioredis.from_url(resolve_redis_url(self.settings))
         return self._redis
 
     async def store(self):
-        """The :class:`alerts.store.WindowStore` of this namespace."""
+        """The :class:`finpulse.alerts.store.WindowStore` of this namespace."""
         if self._store is None:
-            from alerts.store import WindowStore
-
             self._store = WindowStore.from_settings(await self.redis(), self.settings)
         return self._store
 
     async def detector(self):
-        """The :class:`alerts.detector.Detector` with the rules of ``settings.rules_file``."""
+        """The :class:`finpulse.alerts.detector.Detector` with the rules of ``settings.rules_file``."""
         if self._detector is None:
-            from alerts.detector import Detector
-
             clf = await self.classifier()
             self._detector = Detector.from_config(await self.store(), self.alerts_config(),
                                                   model_version=clf.model_version)
@@ -100,12 +78,21 @@ class Services:
 
     def alerts_config(self):
         """Rules and webhook endpoints of ``settings.rules_file`` (secrets resolved)."""
-        if getattr(self, "_alerts_config", None) is None:
-            from alerts.rules import load_config
-
+        if self._alerts_config is None:
             self._alerts_config = load_config(self.settings.rules_file,
                                               secrets_file=self.settings.webhook_secrets_file or None)
         return self._alerts_config
+
+    async def delivery(self) -> DeliveryService:
+        """The process's :class:`finpulse.stream.delivery.DeliveryService` (created on first use)."""
+        if self._delivery is None:
+            self._delivery = DeliveryService(self.settings.namespace, await self.redis(), self.alerts_config())
+        return self._delivery
+
+    def stop_delivery(self) -> None:
+        """Stop the delivery loop after its current attempt, if one was started (worker shutdown)."""
+        if self._delivery is not None:
+            self._delivery.stop()
 
     async def close(self) -> None:
         """Close the Redis client and the inference thread."""

@@ -96,8 +96,8 @@ def consume(bootstrap: str, topic: str, *, min_count: int, timeout: float) -> li
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create topics with the product's own :func:`finpulse.producer.ensure_topics`."""
-    from finpulse.producer import ensure_topics
-    from finpulse.settings import Settings
+    """Create topics with the product's own :func:`finpulse.ingest.producer.ensure_topics`."""
+    from finpulse.core.settings import Settings
+    from finpulse.ingest.producer import ensure_topics
 
     ensure_topics(Settings(kafka_bootstrap=bootstrap, partitions=partitions), names)

@@ -13,11 +13,14 @@ import pytest_asyncio
 from aiohttp import web
 from jsonschema import Draft202012Validator, FormatChecker
 
-from alerts.delivery import (DeliveryQueue, Deliverer, Endpoint, RetryPolicy, load_secrets_file, parse_endpoints,
-                             parse_retry_after, render_body, send_test_webhook)
-from alerts.exceptions import ConfigError
-from alerts.rules import load_config, make_alert_id, make_event_id
-from alerts.signing import verify
+from finpulse.alerts.config import Endpoint, RetryPolicy, load_config, load_secrets_file, parse_endpoints
+from finpulse.alerts.exceptions import ConfigError
+from finpulse.alerts.queue import DeliveryQueue
+from finpulse.alerts.render import render_body
+from finpulse.alerts.rules import make_alert_id, make_event_id
+from finpulse.alerts.sender import Deliverer, send_test_webhook
+from finpulse.alerts.signing import verify
+from finpulse.core.http import parse_retry_after
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,7 +58,7 @@ class Receiver:
         if self.delay:
             try:
                 await asyncio.wait_for(self.release.wait(), self.delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         status, headers = self.responses[min(len(self.requests), len(self.responses)) - 1]
         return web.Response(status=status, headers=headers, text="thanks")
@@ -212,7 +215,7 @@ async def test_410_disables_endpoint_until_restart(redis_client, receivers, sess
     a1, a2, a3 = alert(1), alert(2), alert(3)
     for a in (a1, a2):
         await q.enqueue(a, [ep], now=T0)
-    with caplog.at_level(logging.ERROR, logger="finpulse.alerts.delivery"):
+    with caplog.at_level(logging.ERROR, logger="finpulse.alerts.sender"):
         await d.run_due(T0)
     assert "desk" in d.disabled and len(rcv.requests) == 1
     assert [r["reason"] for r in dead.records] == ["gone"]
@@ -310,7 +313,7 @@ async def test_send_test_webhook(receivers):
     out = await send_test_webhook(ok.url, SECRET, timeout=2)
     assert out["ok"] and out["status"] == 204 and ok.verified_ids() == [out["webhook_id"]]
     assert json.loads(ok.requests[0][1])["test"] is True
-    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "schemas" / "alert.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parent.parent / "core" / "schemas" / "alert.json").read_text())
     Draft202012Validator(schema, format_checker=FormatChecker()).validate(json.loads(ok.requests[0][1]))
     bad = await receivers((500, {}))
     out = await send_test_webhook(bad.url, SECRET, timeout=2)

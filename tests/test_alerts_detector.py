@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from alerts.detector import Detector
-from alerts.rules import Level, Rule, make_alert_id
-from alerts.store import WindowStore
-from alerts.windows import format_time, parse_time
+from finpulse.alerts.detector import Detector
+from finpulse.alerts.rules import Level, Rule, make_alert_id
+from finpulse.alerts.store import WindowStore
+from finpulse.alerts.windows import format_time, parse_time
 
 pytestmark = pytest.mark.asyncio
 
 T0 = int(parse_time("2026-01-05T00:00:00Z"))
 MIN = 60
 CLOCK = 1767700000.0
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "schemas" / "alert.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "core" / "schemas" / "alert.json").read_text())
 
 RULES = (
     Rule(name="market", scope_type="all", short_window_s=900, baseline_window_s=3600, min_count=20,
@@ -234,8 +234,8 @@ def busy_history(seed):
 async def test_detector_matches_deciding_every_boundary(redis_client):
     """The detector skips reads and decisions that cannot matter (alerts.detector.decisions); its
     alerts must equal those of decide() at every boundary over fully read windows."""
-    from alerts.rules import decide
-    from alerts.windows import boundaries, bucket_start
+    from finpulse.alerts.rules import decide
+    from finpulse.alerts.windows import boundaries, bucket_start
 
     fired = 0
     for seed in range(4):

@@ -14,22 +14,22 @@ import json
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis as redis_sync
 
-from alerts import constants as C
-from alerts.exceptions import WebhookVerificationError
-from alerts.signing import verify
-from finpulse.settings import Settings
-from stream.messages import validate
+from finpulse.alerts.exceptions import WebhookVerificationError
+from finpulse.alerts.signing import verify
+from finpulse.core import constants as C
+from finpulse.core.messages import validate
+from finpulse.core.settings import Settings
 
 from .support import Worker, consume, create_topics, produce, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
-START = datetime(2024, 5, 6, 9, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 OIL, CALM_TOPICS = "Energy | Oil", ("Earnings", "Macro")
 RULE = "topic-negative-spike"
 
@@ -58,7 +58,7 @@ class Receiver:
             self.actions = list(actions)
             self._offset = len(self.requests)
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self._thread.start()
         assert self._ready.wait(10), "receiver did not start"
         return self
@@ -84,7 +84,7 @@ class Receiver:
             if action == "hang":
                 try:
                     await asyncio.wait_for(self._release.wait(), self.hang_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 action = 503
             entry["status"] = action
@@ -145,7 +145,7 @@ def scored(aid: str, minute: int, second: int, topic: str, sentiment: str) -> di
          "topic": topic, "topic_score": 0.9, "topics_top3": [{"topic": topic, "score": 0.9}],
          "sentiment": sentiment, "sentiment_probs": probs,
          "sentiment_score": round(probs["positive"] - probs["negative"], 6),
-         "tickers": [], "model_version": "prescored-test", "classified_at": iso(datetime.now(timezone.utc))}
+         "tickers": [], "model_version": "prescored-test", "classified_at": iso(datetime.now(UTC))}
     validate("news.scored", m)
     return m
 

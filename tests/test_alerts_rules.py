@@ -2,11 +2,11 @@
 
 import pytest
 
-from alerts.exceptions import ConfigError
-from alerts.rules import (Level, Rule, RuleState, binomial_z, decide, load_config, make_alert_id, make_event_id,
-                          parse_duration, parse_rule, wilson_lower)
-from alerts.store import BucketSeries
-from alerts.windows import WindowStats, parse_time
+from finpulse.alerts.config import load_config, parse_duration, parse_rule
+from finpulse.alerts.exceptions import ConfigError
+from finpulse.alerts.rules import Level, Rule, RuleState, binomial_z, decide, make_alert_id, make_event_id, wilson_lower
+from finpulse.alerts.store import BucketSeries
+from finpulse.alerts.windows import WindowStats, parse_time
 
 T0 = int(parse_time("2026-01-05T00:00:00Z"))
 MIN = 60
@@ -203,7 +203,7 @@ def _reference(r, ser, ends, state):
 
 def _skipping(r, ser, ends, state):
     """The detector's walk (alerts.detector.decisions), which skips boundaries that cannot matter."""
-    from alerts.detector import decisions
+    from finpulse.alerts.detector import decisions
 
     out = []
     for d, _prior, short, _base in decisions(r, "all", ser, ends, state):

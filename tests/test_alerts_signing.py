@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alerts.exceptions import WebhookVerificationError
-from alerts.signing import secret_key, sign, sign_headers, verify
+from finpulse.alerts.exceptions import WebhookVerificationError
+from finpulse.alerts.signing import secret_key, sign, sign_headers, verify
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "alerts.md"
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from alerts import constants as C
-from alerts.store import WindowStore, delete_namespace
-from alerts.windows import format_time, parse_time
+from finpulse.alerts.store import WindowStore, delete_namespace
+from finpulse.alerts.windows import format_time, parse_time
+from finpulse.core import constants as C
 
 pytestmark = pytest.mark.asyncio
 

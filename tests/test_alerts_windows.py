@@ -2,10 +2,22 @@
 
 import pytest
 
-from alerts.exceptions import InvalidArticle
-from alerts.windows import (baseline_bounds, boundaries, bucket_ceil, bucket_start, check_window, format_time,
-                            normalize_scope, normalize_ticker, parse_article, parse_time, scopes_for,
-                            window_bounds, window_buckets)
+from finpulse.alerts.exceptions import InvalidArticle
+from finpulse.alerts.windows import (
+    baseline_bounds,
+    boundaries,
+    bucket_ceil,
+    bucket_start,
+    check_window,
+    format_time,
+    normalize_scope,
+    normalize_ticker,
+    parse_article,
+    parse_time,
+    scopes_for,
+    window_bounds,
+    window_buckets,
+)
 
 T0 = int(parse_time("2026-01-05T10:00:00Z"))  # a bucket boundary for 60 s and 900 s buckets
 
@@ -107,7 +119,7 @@ def test_parse_article_validation():
 def test_bucket_series_rolling_sums_join_and_columns():
     import numpy as np
 
-    from alerts.store import BucketSeries
+    from finpulse.alerts.store import BucketSeries
 
     rows = [{"n": n, "negative": n // 2, "positive": 0, "neutral": n - n // 2, "sum_sentiment_score_micro": -n,
              "mv": {}} for n in (3, 0, 5, 1, 4, 2)]

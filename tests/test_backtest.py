@@ -7,17 +7,24 @@ import csv
 import json
 import re
 import tomllib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from finpulse.backtest import (BacktestError, TIMESERIES_COLUMNS, backtest_rules, default_namespace,
-                               dump_rules_toml, read_scored_history, run_backtest)
-from finpulse.replay import read_history
-from finpulse.settings import REPO_ROOT
+from finpulse.backtest import (
+    TIMESERIES_COLUMNS,
+    BacktestError,
+    backtest_rules,
+    default_namespace,
+    dump_rules_toml,
+    read_scored_history,
+    run_backtest,
+)
+from finpulse.core.settings import REPO_ROOT
+from finpulse.ingest.replay import read_history
 
-START = datetime(2024, 5, 6, 9, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 TOPICS = ("Earnings", "Macro", "Energy | Oil")
 BURST_TOPIC = "Energy | Oil"
 LIVE_TOPICS = ("news.raw", "news.scored", "news.dlq", "alerts", "alerts.dlq")

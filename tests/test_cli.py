@@ -63,7 +63,7 @@ def test_alerts_test_webhook_against_a_local_receiver(runner):
 
     from aiohttp import web
 
-    from alerts.signing import verify
+    from finpulse.alerts.signing import verify
 
     got: list[str] = []
     ready = threading.Event()
@@ -106,9 +106,7 @@ def test_alerts_test_webhook_against_a_local_receiver(runner):
 
 
 def test_stack_up_replay_and_down(runner, tmp_path, monkeypatch):
-    import finpulse.stack as stack_mod
-
-    monkeypatch.setattr(stack_mod, "STATE_FILE", tmp_path / "stack.json")
+    monkeypatch.setenv("FINPULSE_STACK_STATE", str(tmp_path / "stack.json"))
     monkeypatch.delenv("FINPULSE_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.delenv("FINPULSE_REDIS_URL", raising=False)
     res = runner.invoke(main, ["stack", "up"])

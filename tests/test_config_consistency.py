@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finpulse.settings import Settings
+from finpulse.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,20 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from finpulse.crawler import Crawler, CrawlReport, FeedResult, JsonlSink, crawl_forever, crawl_once
-from finpulse.dedup import (Deduplicator, MemoryStore, canonical_url, entry_id, sha256_hex,
-                            title_tokens)
-from finpulse.feeds import (USER_AGENT, FeedConfig, FeedConfigError, FeedError, check_entities, clean_text,
-                            feeds_from_data, load_feeds)
-from finpulse.settings import REPO_ROOT, Settings
-from stream.messages import validate
+from finpulse.core.messages import validate
+from finpulse.core.settings import REPO_ROOT, Settings
+from finpulse.ingest.crawler import Crawler, CrawlReport, FeedResult, JsonlSink, crawl_forever, crawl_once
+from finpulse.ingest.dedup import Deduplicator, MemoryStore, canonical_url, entry_id, sha256_hex, title_tokens
+from finpulse.ingest.feeds import (
+    USER_AGENT,
+    FeedConfig,
+    FeedConfigError,
+    FeedError,
+    check_entities,
+    clean_text,
+    feeds_from_data,
+    load_feeds,
+)
 
 FEEDS = Path(__file__).parent / "feeds"
 
@@ -126,7 +133,7 @@ class FeedServer:
     async def slow(self, request):
         try:
             await asyncio.wait_for(self.closing.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.Response(text="too late")
 
@@ -270,17 +277,17 @@ async def test_rss20_rss10_atom_are_parsed(server, tmp_path, namespace):
 
 @pytest.mark.asyncio
 async def test_user_agent_names_the_operator_when_a_contact_is_set(server, tmp_path, namespace, caplog):
-    from finpulse.feeds import user_agent
+    from finpulse.ingest.feeds import user_agent
 
     settings = Settings(namespace=namespace, redis_url="", kafka_bootstrap="",
                         crawl_contact="  Risk Desk Ltd   ops@riskdesk.example ")
-    with caplog.at_level("WARNING", logger="finpulse.crawler"):
+    with caplog.at_level("WARNING", logger="finpulse.ingest.crawler"):
         await crawl_once([feed(server, "ex", "/feeds/rss20.xml")], settings, output=tmp_path / "c.jsonl")
     _, headers = server.requests[-1]
     assert headers["User-Agent"] == user_agent("Risk Desk Ltd ops@riskdesk.example")
     assert headers["User-Agent"].endswith("; Risk Desk Ltd ops@riskdesk.example)")
     assert "no crawl contact" not in caplog.text
-    with caplog.at_level("WARNING", logger="finpulse.crawler"):
+    with caplog.at_level("WARNING", logger="finpulse.ingest.crawler"):
         await crawl_once([feed(server, "ex", "/feeds/rss20.xml")], memory_settings(namespace),
                          output=tmp_path / "d.jsonl")
     assert server.requests[-1][1]["User-Agent"] == USER_AGENT and "no crawl contact" in caplog.text
@@ -299,7 +306,7 @@ async def test_missing_dates_fall_back_to_fetch_time(server, tmp_path, namespace
     assert (r.status, r.new, r.invalid) == ("ok", 3, 1) and "no title" in r.warnings[0]
     for m in read_jsonl(out):  # absent, far-future and epoch dates all become the fetch time
         assert m["published_at_inferred"] is True and m["published_at"] == m["fetched_at"]
-        from stream.messages import parse_time
+        from finpulse.core.messages import parse_time
 
         assert abs(parse_time(m["published_at"]).timestamp() - t0) < 60
 

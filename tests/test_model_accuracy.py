@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from models.data import SPLIT_FILES
-from models.evaluate import evaluate, logits_fn
-from models.manifest import DEFAULT_MODEL_DIR, load_manifest
+from finpulse.models.data import SPLIT_FILES
+from finpulse.models.evaluate import evaluate, logits_fn
+from finpulse.models.manifest import DEFAULT_MODEL_DIR, load_manifest
 
 MODEL_DIR = Path(os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
 TARGETS = {"topic": (0.90, 0.85), "sentiment": (0.88, 0.85)}

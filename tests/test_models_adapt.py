@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch", reason="the train extra is needed for adapt
 
 from safetensors.torch import load_file  # noqa: E402
 
-from models.adapt import AdaptConfig, adapt, adaptation_texts  # noqa: E402
-from models.network import base_encoder_dir  # noqa: E402
-from models.normalize import normalize_text  # noqa: E402
-from models.train import TrainConfig, train, train_dev_split  # noqa: E402
+from finpulse.models.adapt import AdaptConfig, adapt, adaptation_texts  # noqa: E402
+from finpulse.models.network import base_encoder_dir  # noqa: E402
+from finpulse.models.normalize import normalize_text  # noqa: E402
+from finpulse.models.train import TrainConfig, train, train_dev_split  # noqa: E402
 
 
 def test_adaptation_reads_training_texts_once_and_never_the_dev_slice():

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import Classifier, InvalidInputError, ManifestError
-from models.manifest import DEFAULT_MODEL_DIR, load_manifest
+from finpulse.models import Classifier, InvalidInputError, ManifestError
+from finpulse.models.manifest import DEFAULT_MODEL_DIR, load_manifest
 
 MODEL_DIR = Path(os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
 
@@ -85,7 +85,7 @@ def test_batching_and_length_sorting_do_not_change_results(clf):
     batched = clf.classify(texts)
     # int8 *dynamic* quantisation scales activations per run, so a batch's other rows move the
     # logits a little; probabilities stay close, and labels agree unless the top two nearly tie
-    for a, b in zip(one_by_one, batched):
+    for a, b in zip(one_by_one, batched, strict=True):
         assert a["sentiment_score"] == pytest.approx(b["sentiment_score"], abs=0.15)
         assert a["topic_score"] == pytest.approx(b["topic_score"], abs=0.15)
         top = a["topics_top3"]
@@ -97,12 +97,12 @@ def test_batching_and_length_sorting_do_not_change_results(clf):
 
 
 def test_fp16_variant_is_rebuilt_from_the_int8_file(tmp_path, monkeypatch, clf):
-    import models.gpu as gpu
+    import finpulse.models.gpu as gpu
 
     monkeypatch.setattr(gpu, "CACHE_DIR", tmp_path)
     fp16 = Classifier(MODEL_DIR, device="cpu", variant="fp16")  # the fp16 graph also runs on CPU
     assert (tmp_path / f"{fp16.manifest['files']['cpu']['sha256'][:24]}.fp16.onnx").exists()
-    from models.data import load_split
+    from finpulse.models.data import load_split
 
     texts = [e.text for e in load_split("sentiment", "valid")[:256]]
     t8, s8 = clf.logits(texts)
@@ -121,10 +121,10 @@ torch = pytest.importorskip("torch", reason="the train extra is needed for the e
 
 def test_onnx_fp32_export_matches_pytorch(tmp_path):
     """The export path used for the shipped model: ONNX fp32 logits == PyTorch logits (< 1e-3)."""
-    from models.export import export_fp32
-    from models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
-    from models.normalize import normalize_text
-    from models.tokenize import encode_batch, load_tokenizer
+    from finpulse.models.export import export_fp32
+    from finpulse.models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+    from finpulse.models.normalize import normalize_text
+    from finpulse.models.tokenize import encode_batch, load_tokenizer
 
     torch.manual_seed(0)
     model = MultiTaskClassifier.from_base(base_encoder_dir(), 20, 3).eval()

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra is needed for model soups")
 
-from models.soup import SoupError, average_state_dicts, check_compatible, greedy_soup  # noqa: E402
+from finpulse.models.soup import SoupError, average_state_dicts, check_compatible, greedy_soup  # noqa: E402
 
 #: a tiny dev slice: 25 % of 40 examples per task (10 topic + 10 sentiment headlines)
 RECIPE = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "pooling": "masked mean",
@@ -44,7 +44,7 @@ def test_ingredients_must_share_the_dev_slice():
 
 
 def _ingredient(path, seed: int):
-    from models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+    from finpulse.models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
 
     torch.manual_seed(seed)
     model = MultiTaskClassifier.from_base(base_encoder_dir(), 20, 3)
@@ -55,7 +55,7 @@ def _ingredient(path, seed: int):
 
 
 def test_greedy_soup_keeps_the_best_first_and_never_scores_below_it(tmp_path):
-    from models.network import load_checkpoint
+    from finpulse.models.network import load_checkpoint
 
     states = {f"c{i}": _ingredient(tmp_path / f"c{i}", i) for i in (1, 2, 3)}
     summary = greedy_soup([tmp_path / n for n in states], tmp_path / "soup", threads=1)

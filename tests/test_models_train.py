@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra is needed for training")
 
-from models.train import TrainConfig, train, train_dev_split  # noqa: E402
+from finpulse.models.train import TrainConfig, train, train_dev_split  # noqa: E402
 
 
 def test_dev_slice_comes_from_the_training_splits_and_is_stable():
@@ -42,7 +42,7 @@ def test_seeded_runs_are_reproducible_and_record_their_recipe(tmp_path):
 
 
 def test_distillation_loss_is_zero_only_when_student_matches_teacher():
-    from models.train import distillation_loss
+    from finpulse.models.train import distillation_loss
 
     teacher = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     assert distillation_loss(teacher.clone(), teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
@@ -80,7 +80,7 @@ def test_a_teacher_with_another_dev_slice_is_refused(tmp_path):
 
 
 def test_consistency_loss_is_symmetric_and_zero_only_for_equal_predictions():
-    from models.train import consistency_loss
+    from finpulse.models.train import consistency_loss
 
     a = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     b = torch.tensor([[0.5, 0.5, 0.0], [1.0, -1.0, 2.0]])

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from models.batchfile import read_rows
-from models.data import load_split, stratified_holdout
-from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, labels_for
-from models.metrics import classification_report, confusion_matrix
-from models.normalize import normalize_text
-from models.tickers import extract_tickers
+from finpulse.models.batchfile import read_rows
+from finpulse.models.data import load_split, stratified_holdout
+from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS, labels_for
+from finpulse.models.metrics import classification_report, confusion_matrix
+from finpulse.models.normalize import normalize_text
+from finpulse.models.tickers import extract_tickers
 
 
 class TestNormalize:

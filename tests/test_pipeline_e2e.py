@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
-from alerts.store import WindowStore
-from alerts.windows import scopes_for
-from finpulse.settings import Settings
-from models.data import load_split
-from stream.messages import validate
+from finpulse.alerts.store import WindowStore
+from finpulse.alerts.windows import scopes_for
+from finpulse.core.messages import validate
+from finpulse.core.settings import Settings
+from finpulse.models.data import load_split
 
 from .support import Worker, consume, create_topics, produce, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
-START = datetime(2024, 5, 6, 9, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 
 
 def raw_messages(n: int, offset: int = 0) -> list[dict]:
@@ -59,7 +59,7 @@ def expected_counts(scored: list[dict]) -> dict[str, tuple[int, int, int]]:
 
 
 def redis_metric(redis_url: str, ns: str, field: str) -> int:
-    from alerts.constants import metrics_key
+    from finpulse.core.constants import metrics_key
 
     v = redis.Redis.from_url(redis_url).hget(metrics_key(ns), field)
     return int(v or 0)
@@ -146,7 +146,7 @@ def test_redelivery_after_crash_does_not_double_count(stack, ns_settings, tmp_pa
 def test_bad_input_goes_to_dlq_and_good_messages_flow(stack, ns_settings, tmp_path):
     s = ns_settings
     good = raw_messages(10, offset=600)
-    far_future = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
+    far_future = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     bad = [
         b"\xff\xfe not utf-8",
         b"{this is not json",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 
-from stream.exceptions import BadMessage
-from stream.messages import parse_raw, validate
-from stream.pipeline import RawItem, score_batch
+from finpulse.core.errors import BadMessage
+from finpulse.core.messages import validate
+from finpulse.stream.messages import parse_raw
+from finpulse.stream.pipeline import RawItem, score_batch
 
 NOW = 1_700_000_000.0
 

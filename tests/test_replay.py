@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from finpulse.dedup import history_id
-from finpulse.replay import ReplayError, parse_bound, parse_history_time, read_history, replay
-from finpulse.settings import Settings
-from stream.messages import validate
+from finpulse.core.messages import validate
+from finpulse.core.settings import Settings
+from finpulse.ingest.dedup import history_id
+from finpulse.ingest.replay import ReplayError, parse_bound, parse_history_time, read_history, replay
 
 DATES_ONLY = """headline,date,stock
 Acme beats estimates,2024-03-05,ACME
@@ -126,15 +126,15 @@ def test_default_column_priority_and_errors(tmp_path):
 
 
 def test_time_parsing_rules():
-    assert parse_history_time("2024-03-05 10:00:00 UTC")[0] == datetime(2024, 3, 5, 10, tzinfo=timezone.utc)
-    assert parse_history_time("20240305") == (datetime(2024, 3, 5, tzinfo=timezone.utc), True)
+    assert parse_history_time("2024-03-05 10:00:00 UTC")[0] == datetime(2024, 3, 5, 10, tzinfo=UTC)
+    assert parse_history_time("20240305") == (datetime(2024, 3, 5, tzinfo=UTC), True)
     assert parse_history_time("Mar 5, 2024")[1] is True
     assert parse_history_time("05/03/2024", time_format="%d/%m/%Y")[0].month == 3
     assert parse_history_time(1709647200.5)[0].microsecond == 500000
     with pytest.raises(ValueError, match="ambiguous"):
         parse_history_time("05/03/2024")
-    assert parse_bound("2024-03-05") == datetime(2024, 3, 5, tzinfo=timezone.utc).timestamp()
-    assert parse_bound(datetime(2024, 3, 5)) == datetime(2024, 3, 5, tzinfo=timezone.utc).timestamp()
+    assert parse_bound("2024-03-05") == datetime(2024, 3, 5, tzinfo=UTC).timestamp()
+    assert parse_bound(datetime(2024, 3, 5)) == datetime(2024, 3, 5, tzinfo=UTC).timestamp()
 
 
 # --- producing -----------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_replay_to_the_broker_in_event_time_order(tmp_path, namespace, kafka_boo
     assert (res.read, res.produced, res.filtered, len(res.bad)) == (8, 4, 0, 4)
     assert res.topic == f"news.raw.{namespace}" and "produced 4" in res.summary()
     assert "replay" in capsys.readouterr().err  # the progress bar
-    only_5th = replay(path, settings, from_ts="2024-03-05", to_ts=datetime(2024, 3, 6, tzinfo=timezone.utc),
+    only_5th = replay(path, settings, from_ts="2024-03-05", to_ts=datetime(2024, 3, 6, tzinfo=UTC),
                       progress=False)
     assert (only_5th.produced, only_5th.filtered) == (2, 2)
 
@@ -204,7 +204,7 @@ def test_replay_to_the_broker_in_event_time_order(tmp_path, namespace, kafka_boo
 
 
 def test_replay_reports_broker_failure_with_partial_counts(tmp_path):
-    from finpulse.producer import ProduceError
+    from finpulse.ingest.producer import ProduceError
 
     class Failing(FakeProducer):
         def wait(self, futures, timeout_s=60.0):

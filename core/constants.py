@@ -84,7 +84,7 @@ ALL_SCOPE = "all"
 def prefix(namespace: str) -> str:
     """The prefix of every key of a namespace.
 
-    :param namespace: run namespace (``live``, ``bt-...``), as in :class:`finpulse.settings.Settings`.
+    :param namespace: run namespace (``live``, ``bt-...``), as in :class:`finpulse.core.settings.Settings`.
     :returns: ``finpulse:<namespace>`` (same as ``Settings.redis_prefix``).
     """
     if not namespace or any(c in namespace for c in "{}: \n"):
@@ -155,7 +155,7 @@ def ns_key(namespace: str, name: str) -> str:
 def metrics_key(namespace: str) -> str:
     """Key of the namespace's counters hash (``finpulse:<ns>:metrics``).
 
-    :class:`alerts.store.WindowStore` increments ``counted``, ``duplicates``, ``syndicated``,
+    :class:`finpulse.alerts.store.WindowStore` increments ``counted``, ``duplicates``, ``syndicated``,
     ``late`` and ``invalid`` there on every ``record()``; other components may add their own fields.
 
     :param namespace: run namespace.

@@ -4,10 +4,10 @@ One poll of a feed (:meth:`Crawler.poll`):
 
 1. conditional GET (``If-None-Match`` / ``If-Modified-Since`` from the last *delivered* response),
    at most ``per_host`` requests at a time per host, total timeout, body size cap
-   (:func:`finpulse.feeds.fetch_feed`);
-2. parse into ``news.raw`` messages (:func:`finpulse.feeds.parse_feed`); garbage, billion laughs,
+   (:func:`finpulse.ingest.feeds.fetch_feed`);
+2. parse into ``news.raw`` messages (:func:`finpulse.ingest.feeds.parse_feed`); garbage, billion laughs,
    HTML error pages fail this feed only;
-3. de-duplicate (:class:`finpulse.dedup.Deduplicator`): exact duplicates are dropped and counted,
+3. de-duplicate (:class:`finpulse.ingest.dedup.Deduplicator`): exact duplicates are dropped and counted,
    near duplicates get ``duplicate_of``;
 4. deliver the new messages, oldest event first, to the sink (Kafka topic ``news.raw`` of the
    settings' namespace, or a JSONL file) and wait for the acknowledgement;
@@ -31,17 +31,26 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
-from finpulse.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
-from finpulse.feeds import (DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, FeedConfig, FeedError, FeedState,
-                            fetch_feed, load_feeds, parse_feed)
-from finpulse.feeds import user_agent as feed_user_agent
-from finpulse.settings import Settings
+from finpulse.core.settings import Settings
+from finpulse.ingest.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
+from finpulse.ingest.feeds import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT_S,
+    FeedConfig,
+    FeedError,
+    FeedState,
+    fetch_feed,
+    load_feeds,
+    parse_feed,
+)
+from finpulse.ingest.feeds import user_agent as feed_user_agent
 
-log = logging.getLogger("finpulse.crawler")
+log = logging.getLogger(__name__)
 
 FEED_STATE_TTL_S = 30 * 86400
 
@@ -133,7 +142,7 @@ class KafkaSink:
     """Delivers to ``news.raw`` of the settings' namespace (topic created if missing).
 
     :param settings: broker, namespace, partitions.
-    :param producer: a :class:`finpulse.producer.NewsProducer` to reuse (then not closed here).
+    :param producer: a :class:`finpulse.ingest.producer.NewsProducer` to reuse (then not closed here).
     """
 
     def __init__(self, settings: Settings, producer: Any = None):
@@ -144,14 +153,14 @@ class KafkaSink:
     async def start(self) -> None:
         """Connect (in a thread: kafka-python blocks) and create the topic if missing."""
         if self._producer is None:
-            from finpulse.producer import NewsProducer
+            from finpulse.ingest.producer import NewsProducer
 
             self._producer = await asyncio.to_thread(NewsProducer, self.settings)
 
     async def send(self, messages: list[dict]) -> None:
         """Produce ``messages`` in order and wait until all are acknowledged.
 
-        :raises finpulse.producer.ProduceError: when any was not.
+        :raises finpulse.ingest.producer.ProduceError: when any was not.
         """
         await self.start()
         await asyncio.to_thread(self._producer.send_many, messages)
@@ -221,7 +230,7 @@ class Crawler:
 
     Use as an async context manager (``async with Crawler(...) as c: await c.crawl_once()``).
 
-    :param feeds: the feeds (:class:`~finpulse.feeds.FeedConfig` list) or the path of a feeds TOML.
+    :param feeds: the feeds (:class:`~finpulse.ingest.feeds.FeedConfig` list) or the path of a feeds TOML.
     :param settings: namespace, Kafka and Redis addresses, ``future_tolerance_s``, payload limit.
     :param output: a ``.jsonl`` path to write to instead of Kafka.
     :param redis: a ``redis.asyncio`` client for dedup and feed state (not closed here); default: one
@@ -234,7 +243,7 @@ class Crawler:
     :param jitter: relative jitter of poll intervals (default 0.1 = +-10 %).
     :param max_backoff_s: longest delay between polls of a failing feed (default 1 h; never shorter
         than the feed's interval).
-    :param user_agent: the ``User-Agent`` header (default: :func:`finpulse.feeds.user_agent` of
+    :param user_agent: the ``User-Agent`` header (default: :func:`finpulse.ingest.feeds.user_agent` of
         ``settings.crawl_contact``).
     :param seen_ttl_s: how long ids / URLs are remembered for dedup (default 14 days).
     :param near_window_s: event-time window of near-duplicate detection (default 12 h).
@@ -327,7 +336,7 @@ class Crawler:
                 self._redis = None
             self._started = False
 
-    async def __aenter__(self) -> "Crawler":
+    async def __aenter__(self) -> Crawler:
         await self.start()
         return self
 
@@ -394,7 +403,7 @@ class Crawler:
 
     def _fit(self, msg: dict) -> dict | None:
         """``msg`` within ``max_payload_bytes`` (summary dropped if needed), or None."""
-        from finpulse.producer import encode_message
+        from finpulse.ingest.producer import encode_message
 
         limit = self.settings.max_payload_bytes
         for candidate in (msg, {**msg, "summary": None}):
@@ -535,7 +544,7 @@ class Crawler:
         async def wait(seconds: float) -> None:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
         async def loop(feed: FeedConfig) -> None:
@@ -562,7 +571,7 @@ async def crawl_once(feeds: Sequence[FeedConfig] | str | Path, settings: Setting
                      output: str | Path | None = None, redis: Any = None, **options: Any) -> CrawlReport:
     """Poll every feed once and deliver the new headlines.
 
-    :param feeds: feeds TOML path, or a list of :class:`~finpulse.feeds.FeedConfig`.
+    :param feeds: feeds TOML path, or a list of :class:`~finpulse.ingest.feeds.FeedConfig`.
     :param settings: namespace, ``kafka_bootstrap``, ``redis_url`` (empty: in-memory dedup, which
         with ``output`` is primed from the ids already in that file).
     :param output: write JSONL to this file instead of producing to Kafka.
@@ -584,7 +593,7 @@ async def crawl_forever(feeds: Sequence[FeedConfig] | str | Path, settings: Sett
     The CLI typically sets ``stop`` from SIGINT/SIGTERM handlers
     (``loop.add_signal_handler(signal.SIGTERM, stop.set)``) for a clean shutdown.
 
-    :param feeds: feeds TOML path, or a list of :class:`~finpulse.feeds.FeedConfig`.
+    :param feeds: feeds TOML path, or a list of :class:`~finpulse.ingest.feeds.FeedConfig`.
     :param settings: as for :func:`crawl_once`.
     :param output: write JSONL to this file instead of producing to Kafka.
     :param redis: a ``redis.asyncio`` client to use instead of ``settings.redis_url`` (not closed).

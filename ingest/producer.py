@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from finpulse.settings import Settings
+from finpulse.core.settings import Settings
 
-log = logging.getLogger("finpulse.producer")
+from .exceptions import IngestError
+
+log = logging.getLogger(__name__)
 
 
-class ProduceError(RuntimeError):
+class ProduceError(IngestError, RuntimeError):
     """Some messages could not be delivered.
 
     :param message: what went wrong.
@@ -38,11 +41,11 @@ def encode_message(message: dict, *, max_bytes: int | None = None, validate: boo
 
     :param message: the message dict.
     :param max_bytes: refuse payloads larger than this (``None``: no limit).
-    :param validate: check it against ``docs/schemas/news.raw.json`` first.
+    :param validate: check it against ``core/schemas/news.raw.json`` first.
     :raises stream.exceptions.BadMessage: ``schema`` when invalid, ``oversized`` when too large.
     """
-    from stream.exceptions import BadMessage
-    from stream.messages import validate as validate_schema
+    from finpulse.core.errors import BadMessage
+    from finpulse.core.messages import validate as validate_schema
 
     if validate:
         validate_schema("news.raw", message)
@@ -186,7 +189,7 @@ class NewsProducer:
         """Flush and close the underlying producer."""
         self._producer.close(timeout=timeout_s)
 
-    def __enter__(self) -> "NewsProducer":
+    def __enter__(self) -> NewsProducer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

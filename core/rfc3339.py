@@ -5,7 +5,7 @@ The stream layer and the alerts layer wrap :func:`parse` with their own error ty
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -24,7 +24,7 @@ def parse(value: Any) -> datetime:
         raise ValueError(f"is not RFC 3339: {value!r}") from None
     if dt.tzinfo is None:
         raise ValueError(f"has no UTC offset: {value!r}")
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def format(when: datetime | float) -> str:  # noqa: A001 - the module's verb
@@ -32,5 +32,5 @@ def format(when: datetime | float) -> str:  # noqa: A001 - the module's verb
 
     :param when: an aware ``datetime`` or epoch seconds.
     """
-    dt = when if isinstance(when, datetime) else datetime.fromtimestamp(when, timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    dt = when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

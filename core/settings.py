@@ -6,13 +6,12 @@ Values come, highest priority first, from keyword arguments, ``FINPULSE_*`` envi
 
 A *namespace* isolates runs: the live namespace (``live``) uses the plain topic names and consumer
 group; any other namespace (a backtest's ``bt-...``) suffixes topics and group with ``.<namespace>``.
-Redis keys always start with ``finpulse:<namespace>:`` (see :mod:`alerts.constants`).
+Redis keys always start with ``finpulse:<namespace>:`` (see :mod:`finpulse.core.constants`).
 """
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +161,8 @@ class Settings(BaseSettings):
 
     @property
     def redis_prefix(self) -> str:
-        """Prefix of every Redis key of this namespace (the key layout is in :mod:`alerts.constants`)."""
-        from alerts.constants import prefix
+        """Prefix of every Redis key of this namespace (the key layout is in :mod:`finpulse.core.constants`)."""
+        from finpulse.core.constants import prefix
 
         return prefix(self.namespace)
 
@@ -172,6 +171,6 @@ class Settings(BaseSettings):
         return [self.topic(t) for t in (self.topic_raw, self.topic_scored, self.topic_dlq,
                                         self.topic_alerts, self.topic_alerts_dlq)]
 
-    def with_overrides(self, **kwargs: Any) -> "Settings":
+    def with_overrides(self, **kwargs: Any) -> Settings:
         """A copy with some fields replaced (validated)."""
         return Settings(**{**self.model_dump(), **kwargs})

@@ -30,9 +30,12 @@ import json
 import re
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from finpulse.core.codec import as_str
 
 MAX_ID_LEN = 512
 
@@ -144,7 +147,10 @@ def history_id(*, source: str | None, title: str, published_at: str) -> str:
 
 _PREFIX_RE = re.compile(r"^\s*(?:(?:update|updated)\s*\d*|rpt|brief|exclusive|corrected|refile|wrapup\s*\d*)\s*[-:]\s*",
                         re.IGNORECASE)
-_SUFFIX_RE = re.compile(r"\s+[-|\u2013\u2014]\s+((?:[A-Z0-9][\w.&'\u2019]*|[\w.-]+\.[a-z]{2,})(?:\s+(?:[A-Z0-9&][\w.&'\u2019]*|of|the|and)){0,3})\s*$")
+_SUFFIX_RE = re.compile(
+    r"\s+[-|\u2013\u2014]\s+"
+    r"((?:[A-Z0-9][\w.&'\u2019]*|[\w.-]+\.[a-z]{2,})(?:\s+(?:[A-Z0-9&][\w.&'\u2019]*|of|the|and)){0,3})\s*$"
+)
 _TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)*|[^\W_]+")
 _NUMBER_RE = re.compile(r"^\d+(?:[.,]\d+)*$")
 _STOPWORDS = frozenset("a an the of to in on for and or at by with from as is are be its it s".split())
@@ -171,7 +177,7 @@ def _h64(feature: str) -> int:
 def simhash(tokens: Sequence[str]) -> int:
     """64-bit SimHash of word unigrams and bigrams (blake2b feature hashes, stable across runs)."""
     weights = [0] * 64
-    features = list(tokens) + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    features = list(tokens) + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
     for feat in features:
         h = _h64(feat)
         for i in range(64):
@@ -273,16 +279,12 @@ class RedisStore:
     def __init__(self, client: Any):
         self.client = client
 
-    @staticmethod
-    def _s(value: Any) -> str:
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
     async def set_nx(self, key: str, value: str, ttl_s: int) -> bool:
         return bool(await self.client.set(key, value, nx=True, ex=int(ttl_s)))
 
     async def get(self, key: str) -> str | None:
         value = await self.client.get(key)
-        return None if value is None else self._s(value)
+        return None if value is None else as_str(value)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:  # one key per command: keys may live in different cluster slots
@@ -299,7 +301,7 @@ class RedisStore:
         for key in keys:
             pipe.hgetall(key)
         rows = await pipe.execute()
-        return [{self._s(k): self._s(v) for k, v in row.items()} for row in rows]
+        return [{as_str(k): as_str(v) for k, v in row.items()} for row in rows]
 
     async def hdel(self, key: str, field_: str) -> None:
         await self.client.hdel(key, field_)
@@ -390,7 +392,7 @@ class Deduplicator:
         tokens = title_tokens(msg["title"])
         if len(tokens) < self.min_tokens:
             return
-        from stream.messages import parse_time
+        from finpulse.core.messages import parse_time
 
         ts = parse_time(msg["published_at"]).timestamp()
         h = simhash(tokens)

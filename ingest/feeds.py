@@ -13,32 +13,34 @@ Every failure is a :class:`FeedError` with a short ``code`` that the crawler rep
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import html
 import io
 import logging
 import re
-import time
 import unicodedata
 import xml.sax
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from finpulse import __version__
+from finpulse.core.http import parse_retry_after
+from finpulse.core.tickers import is_ticker
+
+from .exceptions import IngestError
 
 try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-log = logging.getLogger("finpulse.feeds")
+log = logging.getLogger(__name__)
 
 REPO_URL = "https://github.com/finpulse/finpulse"
 #: Sent with every request when no contact is configured (``user_agent("")``).
@@ -72,14 +74,13 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 TITLE_MAX = 2000
 SUMMARY_MAX = 4000
 #: Dates before this are treated as missing (feeds that print the epoch or year 1 for "unknown").
-EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=timezone.utc)
+EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=UTC)
 
-_TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _NAME_RE = re.compile(r"^[\w.\- ]{1,100}$")
 _FEED_KEYS = {"name", "url", "interval", "tickers", "tags", "lenient"}
 
 
-class FeedError(Exception):
+class FeedError(IngestError):
     """A feed could not be fetched or parsed.
 
     :param code: short reason (``timeout``, ``connect``, ``http_503``, ``too_large``, ``bad_body``,
@@ -95,7 +96,7 @@ class FeedError(Exception):
         self.retry_after = retry_after
 
 
-class FeedConfigError(ValueError):
+class FeedConfigError(IngestError, ValueError):
     """The feeds file is invalid (the message names the file, the feed and the key)."""
 
 
@@ -162,7 +163,7 @@ def feeds_from_data(data: Mapping[str, Any], *, origin: str = "<feeds>") -> list
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < MIN_INTERVAL_S:
             raise FeedConfigError(f"{where}: interval must be a number of seconds >= {MIN_INTERVAL_S}")
         tickers = t.get("tickers", [])
-        if not isinstance(tickers, list) or not all(isinstance(x, str) and _TICKER_RE.match(x) for x in tickers):
+        if not isinstance(tickers, list) or not all(is_ticker(x) for x in tickers):
             raise FeedConfigError(f"{where}: tickers must be a list of upper-case tickers like 'AAPL', 'BRK.B'")
         tags = t.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(x, str) and x.strip() for x in tags):
@@ -216,7 +217,7 @@ class FeedState:
         return {k: v for k, v in d.items() if v}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, str]) -> "FeedState":
+    def from_dict(cls, d: Mapping[str, str]) -> FeedState:
         """Inverse of :meth:`to_dict`."""
         return cls(etag=d.get("etag") or None, last_modified=d.get("last_modified") or None, url=d.get("url") or None)
 
@@ -238,24 +239,12 @@ class Fetched:
     headers: dict[str, str]
     url: str
     redirected: list[int] = field(default_factory=list)
-    fetched_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def not_modified(self) -> bool:
         """The server answered 304 to our conditional GET."""
         return self.status == 304
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 async def fetch_feed(session: Any, url: str, *, etag: str | None = None, last_modified: str | None = None,
@@ -293,7 +282,7 @@ async def fetch_feed(session: Any, url: str, *, etag: str | None = None, last_mo
                 return Fetched(304, b"", rheaders, final, redirected)
             if not 200 <= resp.status < 300 or resp.status == 204:
                 raise FeedError(f"http_{resp.status}", resp.reason or "",
-                                retry_after=_retry_after(rheaders.get("retry-after")))
+                                retry_after=parse_retry_after(rheaders.get("retry-after")))
             declared = resp.content_length
             if declared is not None and declared > max_bytes:
                 raise FeedError("too_large", f"Content-Length {declared} > limit {max_bytes}")
@@ -306,7 +295,7 @@ async def fetch_feed(session: Any, url: str, *, etag: str | None = None, last_mo
             return Fetched(resp.status, b"".join(chunks), rheaders, final, redirected)
     except FeedError:
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise FeedError("timeout", f"no complete response within {timeout_s:g}s") from None
     except aiohttp.TooManyRedirects:
         raise FeedError("redirects", f"more than {max_redirects} redirects") from None
@@ -430,12 +419,12 @@ def _struct_to_dt(st: Any) -> datetime | None:
     if not st:
         return None
     try:
-        return datetime.fromtimestamp(calendar.timegm(tuple(st)[:6] + (0, 0, 0)), timezone.utc)
+        return datetime.fromtimestamp(calendar.timegm(tuple(st)[:6] + (0, 0, 0)), UTC)
     except (OverflowError, ValueError, TypeError, OSError):
         return None
 
 
-def entry_time(entry: Mapping[str, Any], *, now: datetime, future_tolerance_s: float) -> datetime | None:
+def entry_time(entry: dict[str, Any], *, now: datetime, future_tolerance_s: float) -> datetime | None:
     """The event time of an entry: ``published``, else ``updated`` (incl. ``dc:date``), else ``created``.
 
     Dates before 1995 or more than ``future_tolerance_s`` after ``now`` are treated as missing.
@@ -498,11 +487,12 @@ def parse_feed(body: bytes, feed: FeedConfig, *, headers: Mapping[str, str] | No
     """
     import feedparser
 
-    from finpulse.dedup import canonical_url, entry_id
-    from stream.exceptions import BadMessage
-    from stream.messages import format_time, validate
+    from finpulse.core.errors import BadMessage
+    from finpulse.core.messages import validate
+    from finpulse.core.rfc3339 import format as format_time
+    from finpulse.ingest.dedup import canonical_url, entry_id
 
-    fetched_at = fetched_at or datetime.now(timezone.utc)
+    fetched_at = fetched_at or datetime.now(UTC)
     url = url or feed.url
     if not body.strip():
         raise FeedError("not_a_feed", "empty body")
@@ -543,10 +533,11 @@ def parse_feed(body: bytes, feed: FeedConfig, *, headers: Mapping[str, str] | No
         if summary == title:
             summary = None
         link = entry.get("link")
-        link = link.strip() if isinstance(link, str) and link.strip().lower().startswith(("http://", "https://")) else None
+        is_http = isinstance(link, str) and link.strip().lower().startswith(("http://", "https://"))
+        link = link.strip() if is_http else None
         published = entry_time(entry, now=fetched_at, future_tolerance_s=future_tolerance_s)
         lang = ((entry.get("title_detail") or {}).get("language") or feed_lang or None)
-        msg = {
+        record = {
             "id": entry_id(guid=entry.get("id"), url=None if links.get(canonical_url(link), 0) > 1 else link,
                            source=feed.name, title=title, scope=scope),
             "title": title,
@@ -562,9 +553,9 @@ def parse_feed(body: bytes, feed: FeedConfig, *, headers: Mapping[str, str] | No
             "duplicate_of": None,
         }
         try:
-            validate("news.raw", msg)
+            validate("news.raw", record)
         except BadMessage as err:
             invalid.append(f"entry {n}: {err.detail}")
             continue
-        messages.append(msg)
+        messages.append(record)
     return ParsedFeed(messages=messages, invalid=invalid, warnings=warnings, version=version)

@@ -41,18 +41,22 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from finpulse.dedup import history_id
-from finpulse.feeds import SUMMARY_MAX, clean_text
-from finpulse.settings import Settings
+from finpulse.core.settings import Settings
+from finpulse.core.tickers import is_ticker
+from finpulse.ingest.dedup import history_id
+from finpulse.ingest.feeds import SUMMARY_MAX, clean_text
 
-log = logging.getLogger("finpulse.replay")
+from .exceptions import IngestError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "title": ("title", "headline", "text"),
@@ -66,7 +70,6 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 MAX_BAD_LOGGED = 20
 
-_TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _EPOCH_RE = re.compile(r"^\d{9,}(?:\.\d+)?$")
 _ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{8}$")
 _AMBIGUOUS_RE = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\b")
@@ -78,14 +81,14 @@ _DATETIME_FORMATS = ("%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%b %d, %Y %H:%M:%S"
                      "%d %b %Y %H:%M", "%d %B %Y %H:%M")
 
 
-class ReplayError(RuntimeError):
+class ReplayError(IngestError, RuntimeError):
     """Replay stopped (the file cannot be read, or Kafka failed); ``result`` holds what was done.
 
     :param message: what went wrong.
     :param result: the partial :class:`ReplayResult`, when producing had started.
     """
 
-    def __init__(self, message: str, result: "ReplayResult | None" = None):
+    def __init__(self, message: str, result: ReplayResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -121,7 +124,7 @@ def _zone(tz: str | timezone) -> Any:
     if not isinstance(tz, str):
         return tz
     if tz.upper() in ("UTC", "Z", "GMT"):
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -152,7 +155,7 @@ def parse_history_time(value: Any, *, tz: str = "UTC", time_format: str | None =
         elif x > 1e11:
             x /= 1e3  # milliseconds
         try:
-            return datetime.fromtimestamp(x, timezone.utc), False
+            return datetime.fromtimestamp(x, UTC), False
         except (OverflowError, OSError, ValueError):
             raise ValueError(f"epoch value {value!r} out of range") from None
     if not isinstance(value, str):
@@ -189,7 +192,7 @@ def parse_history_time(value: Any, *, tz: str = "UTC", time_format: str | None =
                     continue
                 day = is_day
                 if not is_day and _ZONE_SUFFIX_RE.search(s):
-                    dt = dt.replace(tzinfo=timezone.utc)
+                    dt = dt.replace(tzinfo=UTC)
                 break
         if dt is None:
             raise ValueError(f"timestamp {s!r} is not a recognised date/time; pass time_format")
@@ -199,7 +202,7 @@ def parse_history_time(value: Any, *, tz: str = "UTC", time_format: str | None =
             dt += timedelta(days=1, milliseconds=-1)
     elif dt.tzinfo is None:
         dt = dt.replace(tzinfo=zone)
-    return dt.astimezone(timezone.utc), day
+    return dt.astimezone(UTC), day
 
 
 def parse_bound(value: Any, *, tz: str = "UTC") -> float | None:
@@ -261,7 +264,7 @@ def _iter_csv(reader: Any, header: list[str]) -> Iterator[tuple[int, dict[str, A
         if len(row) != len(header):
             yield line, f"expected {len(header)} fields, got {len(row)}"
             continue
-        yield line, dict(zip(header, row))
+        yield line, dict(zip(header, row, strict=True))
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -295,7 +298,7 @@ def _parse_tickers(value: Any) -> list[str] | None:
         t = str(item).strip().lstrip("$").upper()
         if not t:
             continue
-        if not _TICKER_RE.match(t):
+        if not is_ticker(t):
             raise ValueError(f"ticker {item!r} is not a ticker (A-Z, digits, '.', '-', at most 10)")
         if t not in out:
             out.append(t)
@@ -307,7 +310,8 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                  ticker_col: str | None = None, summary_col: str | None = None, lang_col: str | None = None,
                  source: str | None = None, tz: str = "UTC", time_format: str | None = None,
                  date_only: str = "start", fmt: str | None = None, encoding: str = "utf-8-sig",
-                 delimiter: str | None = None, max_payload_bytes: int = 64 * 1024
+                 delimiter: str | None = None, max_payload_bytes: int = 64 * 1024,
+                 row_fields: Callable[[Mapping[str, Any], dict[str, Any]], Mapping[str, Any]] | None = None,
                  ) -> tuple[list[dict], list[tuple[int, str]]]:
     """Read a history file into ``news.raw`` messages in event-time order (pure: no Kafka).
 
@@ -333,6 +337,8 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
     :param encoding: text encoding of CSV files (default UTF-8, BOM allowed); JSONL is UTF-8.
     :param delimiter: CSV delimiter (default ``,``; ``\\t`` for ``.tsv``).
     :param max_payload_bytes: rows whose message would be larger are bad (``Settings.max_payload_bytes``).
+    :param row_fields: ``(row, message) -> more fields`` of a message (e.g. a pre-scored file's
+        classifier outputs); a ``ValueError`` or ``TypeError`` makes the row bad with its text.
     :returns: ``(messages, bad)``: messages sorted by ``published_at`` (stable), and the skipped
         rows as ``(line_no, reason)``. A row repeating an earlier row's id with the same title and
         time only adds its tickers to the first (multi-ticker datasets); with nothing to add it is
@@ -341,9 +347,9 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
         time column at all, text not decodable with ``encoding``.
     :raises FileNotFoundError: no such file.
     """
-    from finpulse.producer import encode_message
-    from stream.exceptions import BadMessage
-    from stream.messages import format_time
+    from finpulse.core.errors import BadMessage
+    from finpulse.core.rfc3339 import format as format_time
+    from finpulse.ingest.producer import encode_message
 
     p = Path(path)
     kind = _detect_format(p, fmt)
@@ -395,16 +401,18 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
             if cols[role] is None:
                 wanted = explicit[role] or ", ".join(DEFAULT_COLUMNS[role])
                 raise ValueError(f"no {role} field (looked for {wanted})")
+        title_cols, time_cols = cols["title"], cols["time"]
+        assert title_cols is not None and time_cols is not None  # checked just above
         title_raw = get("title")
         title = clean_text(str(title_raw)) if title_raw is not None else ""
         if not title:
-            raise ValueError(f"empty title (column {cols['title'][0]!r})")
+            raise ValueError(f"empty title (column {title_cols[0]!r})")
         if len(title) > 2000:
             raise ValueError(f"title is {len(title)} characters, at most 2000")
         try:
             dt, day = parse_history_time(get("time"), tz=tz, time_format=time_format, date_only=date_only)
         except ValueError as exc:
-            raise ValueError(f"{exc} (column {'+'.join(cols['time'])!r})") from None
+            raise ValueError(f"{exc} (column {'+'.join(time_cols)!r})") from None
         published_at = format_time(dt)
         src = get("source")
         src = str(src).strip() if src is not None else source
@@ -413,7 +421,7 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
         lang = get("lang")
         rid = get("id")
         rid = str(rid).strip() if rid is not None else history_id(source=src, title=title, published_at=published_at)
-        msg = {
+        msg: dict[str, Any] = {
             "id": rid,
             "title": title,
             "summary": summary,
@@ -442,6 +450,11 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                     return
                 raise ValueError(f"duplicate of line {n0}")
             raise ValueError(f"id {rid!r} already used at line {n0} by another headline")
+        if row_fields is not None:
+            try:
+                msg.update(row_fields(row, msg))
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
         first_line[rid] = (line, msg)
         messages.append((dt.timestamp(), msg))
 
@@ -499,7 +512,7 @@ def replay(path: str | Path, settings: Settings, *, speed: float | None = None, 
     :param to_ts: produce only events strictly before this (same forms).
     :param progress: show a tqdm bar (rate, ETA) on stderr.
     :param max_sleep_s: longest real-time pause between two messages in ``speed`` mode.
-    :param producer: a :class:`finpulse.producer.NewsProducer` to reuse (not closed here).
+    :param producer: a :class:`finpulse.ingest.producer.NewsProducer` to reuse (not closed here).
     :param batch: acknowledgements are checked every ``batch`` messages.
     :param sleep: the sleep function (tests).
     :param read_options: column mapping and parsing options of :func:`read_history` (``title_col``,
@@ -513,8 +526,8 @@ def replay(path: str | Path, settings: Settings, *, speed: float | None = None, 
     """
     from tqdm import tqdm
 
-    from finpulse.producer import NewsProducer, ProduceError
-    from stream.messages import parse_time
+    from finpulse.core.messages import parse_time
+    from finpulse.ingest.producer import NewsProducer, ProduceError
 
     if speed is not None and speed < 0:
         raise ValueError("speed must be >= 0")
