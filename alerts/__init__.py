@@ -63,7 +63,6 @@ from .windows import (
     baseline_bounds,
     bucket_ceil,
     bucket_start,
-    format_time,
     normalize_scope,
     parse_article,
     parse_time,
@@ -86,6 +85,6 @@ __all__ = [
     "USER_AGENT", "AttemptResult", "Deliverer", "post_webhook", "sample_alert", "send_test_webhook",
     "sign", "sign_headers", "verify",
     "BucketSeries", "RecordResult", "WindowStore", "delete_namespace",
-    "WindowStats", "baseline_bounds", "bucket_ceil", "bucket_start", "format_time", "normalize_scope",
+    "WindowStats", "baseline_bounds", "bucket_ceil", "bucket_start", "normalize_scope",
     "normalize_ticker", "parse_article", "parse_time", "scope_type", "scopes_for", "window_bounds", "window_buckets",
 ]

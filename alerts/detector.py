@@ -27,11 +27,12 @@ from redis.exceptions import WatchError
 from finpulse.core import constants as C
 from finpulse.core.codec import as_str
 from finpulse.core.messages import Alert
+from finpulse.core.rfc3339 import format as format_time
 
 from .config import AlertsConfig
 from .rules import Decision, Rule, RuleState, decide, make_event_id, severity_rank
 from .store import BucketSeries, WindowStore
-from .windows import WindowStats, boundaries, bucket_start, check_window, format_time, scope_type
+from .windows import WindowStats, boundaries, bucket_start, check_window, scope_type
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ import finpulse
 from finpulse.core import constants as C
 from finpulse.core.http import parse_retry_after
 from finpulse.core.messages import Alert
+from finpulse.core.rfc3339 import format as format_time
 
 from .config import Endpoint, RetryPolicy, redact_url
 from .queue import DeliveryQueue
 from .render import render_body
 from .rules import make_event_id
 from .signing import sign_headers
-from .windows import format_time
 
 log = logging.getLogger(__name__)
 

@@ -43,15 +43,6 @@ def parse_time(value: Any) -> float:
         raise InvalidArticle("bad_time", f"published_at {exc}") from None
 
 
-def format_time(ts: float) -> str:
-    """Format epoch seconds as RFC 3339 UTC with a ``Z`` suffix and millisecond precision.
-
-    :param ts: epoch seconds.
-    :returns: e.g. ``"2026-01-05T14:03:00.000Z"``.
-    """
-    return rfc3339.format(ts)
-
-
 # --- buckets and windows -------------------------------------------------------------------------
 
 def _check_bucket(bucket_s: int) -> int:
@@ -309,7 +300,7 @@ def parse_article(message: Mapping[str, Any]) -> Article:
         "title": message.get("title") if isinstance(message.get("title"), str) else "",
         "url": message.get("url") if isinstance(message.get("url"), str) else None,
         "source": message.get("source") if isinstance(message.get("source"), str) else None,
-        "published_at": format_time(ts),
+        "published_at": rfc3339.format(ts),
         "sentiment_score": float(score),
     }
     return Article(

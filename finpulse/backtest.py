@@ -9,6 +9,12 @@ gracefully and :meth:`finpulse.alerts.detector.Detector.flush` closes the remain
 in-process. DIR then holds ``alerts.jsonl``, ``timeseries.csv``, ``summary.json``, ``report.png``
 and ``worker.log``; see ``docs/backtest.md``.
 
+With ``events=EVENTS.csv`` the alerts are scored against known events (:mod:`finpulse.evaluation`):
+``summary.json`` gets an ``evaluation`` section and the report shades the events.
+
+The time series and the report cost what the data costs, not what the span costs: each scope is read
+only around the buckets where the pipeline counted its articles, so years of sparse history are fine.
+
 ``scored_input=True`` backtests *rules* on pre-scored news (e.g. an archive of ``news.scored``):
 rows carry ``topic``, ``sentiment`` and ``sentiment_score`` and go straight to ``news.scored``, so
 the classifier is not involved and the result depends only on the file and the rules.
@@ -27,12 +33,13 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 import redis.asyncio as aioredis
 import tomli_w
@@ -40,18 +47,21 @@ from tqdm import tqdm
 
 from finpulse.alerts.config import load_config
 from finpulse.alerts.detector import Detector
+from finpulse.alerts.exceptions import InvalidArticle
 from finpulse.alerts.rules import severity_rank, smoothed_rate
 from finpulse.alerts.store import WindowStore, delete_namespace
-from finpulse.alerts.windows import bucket_start, format_time, scope_type, scopes_for
-from finpulse.core.constants import metrics_key
+from finpulse.alerts.windows import WindowStats, bucket_start, parse_time, scope_type, scopes_for
+from finpulse.core.constants import SCORE_SCALE, metrics_key
 from finpulse.core.errors import BadMessage
 from finpulse.core.messages import validate
+from finpulse.core.rfc3339 import format as format_time
 from finpulse.core.settings import LIVE_NAMESPACE, Settings
 from finpulse.ingest.producer import NewsProducer, ensure_topics
 from finpulse.ingest.replay import ReplayError, read_history, replay
 
+from .evaluation import EventsError, format_duration, load_events, score_alerts, stream_name
 from .exceptions import AppError
-from .report import DEFAULT_TOP_SCOPES, write_report
+from .report import DEFAULT_TOP_SCOPES, ScopeVolume, write_report
 from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,10 @@ WORKER_LOG = "worker.log"
 TIMESERIES_COLUMNS = ("scope", "rule", "window_end", "short_window_s", "count", "negative", "negative_rate",
                       "mean_score", "baseline_window_s", "baseline_count", "baseline_negative", "baseline_rate")
 DEFAULT_MAX_POINTS = 20_000
+RUN_GAP_BUCKETS = 240
+"""Buckets with data closer than this are read from Redis in one run (the empty ones between cost little)."""
+MAX_RUN_BUCKETS = 100_000
+"""Longest run of buckets read at once (below ``WindowStore``'s per-query limit)."""
 MAX_BAD_IN_SUMMARY = 1000
 PRESCORED_MODEL_VERSION = "prescored"
 _STATUS_ORDER = {"fired": 0, "resolved": 1}
@@ -225,13 +239,20 @@ def _alert_sort_key(a: Mapping[str, Any]) -> tuple:
 
 
 class _Collector:
-    """What the backtest reads back from news.scored, news.dlq and alerts."""
+    """What the backtest reads back from news.scored, news.dlq and alerts.
+
+    Besides the counts, it keeps per scope the buckets that may hold a count (``buckets``): every
+    bucket of every scored message's scopes, and of the scopes its id was first seen with (the
+    window store counts a redelivery with its first labels). The time series reads only around them.
+    """
 
     def __init__(self, settings: Settings, progress: bool):
         self.t_scored = settings.topic(settings.topic_scored)
         self.t_dlq = settings.topic(settings.topic_dlq)
+        self.bucket_s = settings.bucket_seconds
         self.progress = progress
-        self.ids: set[str] = set()
+        self.first_scopes: dict[str, tuple[str, ...]] = {}
+        self.buckets: defaultdict[str, set[int]] = defaultdict(set)
         self.activity: Counter = Counter()
         self.versions: Counter = Counter()
         self.dlq_reasons: Counter = Counter()
@@ -245,11 +266,19 @@ class _Collector:
                 aid = str(msg.get("id"))
                 if isinstance(msg.get("model_version"), str):
                     self.versions[msg["model_version"]] += 1
-                if aid in self.ids or msg.get("duplicate_of"):
+                if msg.get("duplicate_of"):
                     continue
-                self.ids.add(aid)
-                for sc in scopes_for(msg):
-                    self.activity[sc] += 1
+                scopes = tuple(scopes_for(msg))
+                first = self.first_scopes.setdefault(aid, scopes)
+                if first is scopes:
+                    for sc in scopes:
+                        self.activity[sc] += 1
+                try:
+                    b = bucket_start(parse_time(msg.get("published_at")), self.bucket_s)
+                except InvalidArticle:
+                    continue  # not counted (dead-lettered by the worker)
+                for sc in {*scopes, *first}:
+                    self.buckets[sc].add(b)
             elif topic == self.t_dlq:
                 self.dlq_reasons[str(msg.get("reason", "?")).split(":")[0]] += 1
             else:
@@ -300,6 +329,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
                  scored_input: bool = False, timeout_s: float | None = None, kafka_bootstrap: str | None = None,
                  redis_url: str | None = None, keep: bool = False, progress: bool = True,
                  top_scopes: int = DEFAULT_TOP_SCOPES, max_points: int = DEFAULT_MAX_POINTS,
+                 events: str | Path | None = None, events_stream: str | None = None, events_grace_s: float = 0.0,
                  **read_options: Any) -> dict:
     """Run a history file through the real pipeline in its own namespace and write the report.
 
@@ -318,11 +348,17 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
         topics are left, they are namespaced).
     :param progress: progress bars and alert lines on stderr.
     :param top_scopes: how many of the busiest scopes ``timeseries.csv`` covers (plus every alerted scope).
-    :param max_points: most window ends per series; longer spans use a step of several buckets.
+    :param max_points: most window ends per series (plus the scope's alert window ends); more active
+        window ends use a step of several buckets.
+    :param events: an events CSV (see :func:`finpulse.evaluation.load_events`): the alerts are scored
+        against the events of this stream and ``summary.json`` gets ``evaluation``.
+    :param events_stream: the stream whose events apply (default: the file's stem,
+        :func:`finpulse.evaluation.stream_name`); events of other streams are ignored.
+    :param events_grace_s: seconds after an event's end during which an alert still matches it.
     :param read_options: column and time options of :func:`finpulse.ingest.replay.read_history`.
     :returns: the summary (also written to ``summary.json``); ``ok`` is false when processing did
         not complete or nothing was produced.
-    :raises BacktestError: ``live`` or a used namespace, an unreadable file.
+    :raises BacktestError: ``live`` or a used namespace, an unreadable file or events file.
     :raises alerts.exceptions.ConfigError: invalid rules.
     """
     t_start = time.monotonic()
@@ -334,6 +370,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
     if ns == LIVE_NAMESPACE:
         raise BacktestError("a backtest never runs in the live namespace")
     rules_text, config = backtest_rules(rules_path)
+    known = _load_events(path, events, events_stream, events_grace_s) if events is not None else None
     scored_msgs: list[dict] = []
     bad: list[tuple[int, str]] = []
     if scored_input:
@@ -403,8 +440,9 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
             alerts = sorted(collector.alerts.values(), key=_alert_sort_key)
             metrics = _metrics(settings)
             scopes = _select_scopes(collector.activity, alerts, top_scopes)
-            series = (asyncio.run(_timeseries(settings, config, scopes, oldest, newest, max_points))
-                      if oldest is not None else {})
+            series, volume = (asyncio.run(_timeseries(settings, config, scopes, collector.buckets, alerts, oldest,
+                                                      newest, max_points))
+                              if oldest is not None else ({}, {}))
             if not keep:
                 asyncio.run(_delete(settings))
     finally:
@@ -446,15 +484,20 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
         "pipeline_time_s": round(pipe_s, 2),
         "throughput_rows_per_s": round(processed / pipe_s, 1) if pipe_s > 0 else None,
         "model_version": model_version,
-        "scopes_in_timeseries": scopes,
+        "scopes_in_timeseries": [sc for sc in scopes if sc in series],
         "outputs": {k: str(out / v) for k, v in (("alerts", ALERTS_FILE), ("timeseries", TIMESERIES_FILE),
                                                   ("summary", SUMMARY_FILE), ("report", REPORT_FILE),
                                                   ("worker_log", WORKER_LOG))},
     }
+    if known is not None:
+        ev_list, info = known
+        scored = score_alerts(alerts, ev_list, oldest if oldest is not None else 0.0,
+                              newest if newest is not None else 0.0, grace_s=events_grace_s)
+        summary["evaluation"] = {**info, **scored.as_dict()}
     _write_alerts(out / ALERTS_FILE, alerts)
     _write_timeseries(out / TIMESERIES_FILE, series)
     try:
-        write_report(out / REPORT_FILE, series, alerts, summary)
+        write_report(out / REPORT_FILE, series, alerts, summary, volume=volume)
     except ImportError:
         log.warning("matplotlib is not installed (pip install -e '.[report]'): no %s", REPORT_FILE)
         summary["outputs"].pop("report")
@@ -463,13 +506,42 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
-    """One line for the command line."""
+    """One line for the command line (with the events scored, when there were events)."""
+    ev = summary.get("evaluation")
+    scored = ""
+    if ev is not None:
+        leads = ", ".join(format_duration(e["lead_time_s"]) for e in ev["events"] if e["in_span"] and e["caught"])
+        per_day = ev["unmatched_per_day"]
+        scored = (f"events ({ev['stream']}) caught {ev['events_caught']}/{ev['events_total']}"
+                  f"{f' (lead {leads})' if leads else ''}, {ev['unmatched_alerts']} unmatched alert(s)"
+                  f"{f' = {per_day:.2f}/day' if per_day is not None else ''} over {ev['days']:.1f} day(s); ")
     return (f"backtest {summary['namespace']}: {'complete' if summary['complete'] else 'INCOMPLETE'}; "
             f"{summary['rows_read']} rows ({summary['bad_row_count']} bad), produced {summary['produced']}, "
             f"processed {summary['processed']} (dead-lettered {summary['dead_lettered']}) in "
             f"{summary['pipeline_time_s']}s ({summary['throughput_rows_per_s']} rows/s); "
             f"{summary['alerts_fired']} fired / {summary['alerts_resolved']} resolved in "
-            f"{len(summary['alerts_by_scope'])} scope(s); outputs in {Path(summary['outputs']['summary']).parent}")
+            f"{len(summary['alerts_by_scope'])} scope(s); {scored}"
+            f"outputs in {Path(summary['outputs']['summary']).parent}")
+
+
+def _load_events(path: Path, events: str | Path, stream: str | None, grace_s: float) -> tuple[list, dict]:
+    """The events of the history's stream, and the fields ``evaluation`` starts with.
+
+    :raises BacktestError: an unreadable events file, a negative grace.
+    """
+    if grace_s < 0:
+        raise BacktestError(f"the events grace must be >= 0, got {grace_s}")
+    name = stream or stream_name(path)
+    try:
+        every = load_events(events)
+        mine = load_events(events, stream=name)
+    except (EventsError, FileNotFoundError, UnicodeDecodeError) as exc:
+        raise BacktestError(f"events file {events}: {exc}") from None
+    if not mine:
+        others = sorted({e.stream for e in every if e.stream})
+        log.warning("%s has no event for stream %r (streams there: %s); use --events-stream", events, name,
+                    ", ".join(others) or "none")
+    return mine, {"events_file": str(events), "stream": name, "events_ignored": len(every) - len(mine)}
 
 
 def _fmt(ts: float | None) -> str | None:
@@ -513,44 +585,167 @@ def _series_specs(scope: str, rules: tuple) -> list[tuple[str, int, int, Any]]:
     return specs
 
 
-async def _timeseries(settings: Settings, config: Any, scopes: list[str], oldest: float, newest: float,
-                      max_points: int) -> dict[str, list[dict]]:
-    """Per scope, rows of :data:`TIMESERIES_COLUMNS` at every window end the detector evaluated."""
+def _runs(buckets: np.ndarray, bucket_s: int, gap: int = RUN_GAP_BUCKETS,
+          longest: int = MAX_RUN_BUCKETS) -> list[tuple[int, int]]:
+    """Group sorted bucket starts into ``[start, end)`` runs to read from Redis: a run continues while
+    the next bucket is at most ``gap`` buckets away and the run stays within ``longest`` buckets.
+
+    :param buckets: sorted, distinct bucket starts.
+    :param bucket_s: bucket width.
+    :param gap: largest distance (in buckets) bridged inside a run.
+    :param longest: most buckets in one run.
+    """
+    out: list[tuple[int, int]] = []
+    for b in buckets.tolist():
+        if out and b - out[-1][1] < gap * bucket_s and b + bucket_s - out[-1][0] <= longest * bucket_s:
+            out[-1] = (out[-1][0], b + bucket_s)
+        else:
+            out.append((b, b + bucket_s))
+    return out
+
+
+def _active_ends(starts: np.ndarray, bucket_s: int, reach: int, first_e: int, last_e: int) -> np.ndarray:
+    """``(lo, hi)`` rows: the merged ranges of window ends (bucket boundaries, both included) whose
+    window ``[e - reach, e)`` holds at least one of ``starts`` (sorted bucket starts), within
+    ``[first_e, last_e]``.
+
+    :param starts: sorted bucket starts that hold data.
+    :param bucket_s: bucket width.
+    :param reach: the longest window (short plus baseline), a multiple of the bucket width.
+    :param first_e: first window end of the data span.
+    :param last_e: last window end of the data span.
+    """
+    lo = np.maximum(starts + bucket_s, first_e)
+    hi = np.minimum(starts + reach, last_e)
+    keep = lo <= hi
+    lo, hi = lo[keep], hi[keep]
+    if not len(lo):
+        return np.zeros((0, 2), dtype=np.int64)
+    # lo and hi both increase with the starts: a range joins the previous one when it touches it
+    hi_so_far = np.maximum.accumulate(hi)
+    new = np.ones(len(lo), dtype=bool)
+    new[1:] = lo[1:] > hi_so_far[:-1] + bucket_s
+    idx = np.flatnonzero(new)
+    ends_at = np.append(idx[1:], len(lo)) - 1
+    return np.stack([lo[idx], hi_so_far[ends_at]], axis=1)
+
+
+def _sample_ends(ranges: np.ndarray, bucket_s: int, budget: int, extra: Iterable[int] = ()) -> np.ndarray:
+    """Window ends to report: every bucket boundary of ``ranges`` when they hold at most ``budget``,
+    else every k-th one counted across the ranges (at most ``budget``); plus ``extra`` (e.g. the
+    scope's alert window ends). Sorted, distinct.
+
+    :param ranges: ``(lo, hi)`` rows of :func:`_active_ends`.
+    :param bucket_s: bucket width.
+    :param budget: most sampled ends (``extra`` come on top).
+    :param extra: window ends always included.
+    """
+    lens = (ranges[:, 1] - ranges[:, 0]) // bucket_s + 1 if len(ranges) else np.zeros(0, dtype=np.int64)
+    total = int(lens.sum())
+    step = max(1, math.ceil(total / max(1, budget)))
+    idx = np.arange(0, total, step, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    j = np.searchsorted(offsets, idx, side="right") - 1
+    ends = ranges[j, 0] + (idx - offsets[j]) * bucket_s if total else np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([ends, np.asarray(list(extra), dtype=np.int64)]))
+
+
+def _series_rows(scope: str, specs: list[tuple[str, int, int, Any]], starts: np.ndarray, counts: np.ndarray,
+                 ends: np.ndarray) -> list[dict]:
+    """Rows of :data:`TIMESERIES_COLUMNS` (plus ``ts``, ``threshold`` and ``min_count``) for one scope, from its
+    non-empty buckets: one per spec of :func:`_series_specs` and window end.
+
+    :param scope: the scope.
+    :param specs: ``(rule name, short window, baseline window, rule or None)``.
+    :param starts: sorted starts of the buckets that hold counts.
+    :param counts: their counters, ``(len(starts), 5)`` in ``BUCKET_FIELDS`` order.
+    :param ends: window ends (bucket boundaries), sorted.
+    """
+    cum = np.zeros((len(starts) + 1, counts.shape[1]), dtype=np.int64)
+    np.cumsum(counts, axis=0, out=cum[1:])
+
+    def sums(lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
+        """Counters summed over the buckets in ``[lo, hi)``, for each pair."""
+        return (cum[np.searchsorted(starts, hi)] - cum[np.searchsorted(starts, lo)]).tolist()
+
+    rows = []
+    for name, w, bw, rule in specs:
+        for e, sh, ba in zip(ends.tolist(), sums(ends - w, ends), sums(ends - w - bw, ends - w), strict=True):
+            short = WindowStats(scope, e - w, e, sh[0], sh[1], sh[2], sh[3], sh[4] / SCORE_SCALE)
+            base = WindowStats(scope, e - w - bw, e - w, ba[0], ba[1], ba[2], ba[3], ba[4] / SCORE_SCALE)
+            brate: float | None
+            if rule is not None:
+                brate = smoothed_rate(base.negative, base.n, rule.baseline_prior_rate, rule.baseline_prior_weight)
+            else:
+                brate = base.negative_rate
+            rows.append({"scope": scope, "rule": name, "window_end": format_time(e), "ts": e,
+                         "short_window_s": w, "count": short.n, "negative": short.negative,
+                         "negative_rate": short.negative_rate, "mean_score": short.mean_score,
+                         "baseline_window_s": bw, "baseline_count": base.n,
+                         "baseline_negative": base.negative, "baseline_rate": brate,
+                         "threshold": rule.threshold if rule is not None else None,
+                         "min_count": rule.min_count if rule is not None else None})
+    return rows
+
+
+async def _read_sparse(store: WindowStore, scope: str, candidates: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The buckets of ``scope`` that hold counts, read only around ``candidates``.
+
+    :returns: ``(starts, counts)``: sorted bucket starts and their counters (``(k, 5)``, in
+        :data:`finpulse.core.constants.BUCKET_FIELDS` order).
+    """
+    s = store.bucket_seconds
+    cand = np.unique(np.asarray(list(candidates), dtype=np.int64))
+    starts: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for a, b in _runs(cand, s):
+        ser = await store.bucket_series(scope, a, b)
+        block = np.stack([ser.column(f) for f in ser.FIELDS], axis=1)
+        nz = np.flatnonzero(block.any(axis=1))
+        starts.append(a + nz * s)
+        counts.append(block[nz])
+    if not starts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 5), dtype=np.int64)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(counts)
+
+
+async def _timeseries(settings: Settings, config: Any, scopes: list[str], buckets: Mapping[str, Iterable[int]],
+                      alerts: Sequence[Mapping[str, Any]], oldest: float, newest: float,
+                      max_points: int) -> tuple[dict[str, list[dict]], dict[str, ScopeVolume]]:
+    """Per scope, rows of :data:`TIMESERIES_COLUMNS` at the window ends the detector evaluated where the
+    scope's short window or baseline holds an article (elsewhere every count is 0); at most
+    ``max_points`` ends per scope (a step of several buckets beyond that), plus the scope's alert window
+    ends. Also, per scope, its non-empty buckets (for the report's volume bars).
+
+    Redis is read only around ``buckets`` (the collector's), so time and memory follow the number of
+    headlines, not the span.
+    """
     s = settings.bucket_seconds
     first_e, last_e = bucket_start(oldest, s) + s, bucket_start(newest, s) + s
-    points = (last_e - first_e) // s + 1
-    step = s * max(1, math.ceil(points / max(1, max_points)))
+    alert_ends: defaultdict[str, set[int]] = defaultdict(set)
+    for a in alerts:
+        alert_ends[a["scope"]].add(bucket_start(parse_time(a["window_end"]), s))
     out: dict[str, list[dict]] = {}
+    volume: dict[str, ScopeVolume] = {}
     r = aioredis.from_url(settings.redis_url)
     try:
         store = WindowStore.from_settings(r, settings)
         for scope in scopes:
             specs = _series_specs(scope, config.rules)
+            starts, counts = await _read_sparse(store, scope, buckets.get(scope, ()))
+            if not len(starts):
+                continue
+            volume[scope] = ScopeVolume(starts=starts, n=counts[:, 0].copy(), negative=counts[:, 1].copy(), bucket_s=s)
             if not specs:
                 continue
-            span = max(w + bw for _, w, bw, _ in specs)
-            ser = await store.bucket_series(scope, first_e - span, last_e)
-            rows = []
-            for name, w, bw, rule in specs:
-                for e in range(first_e, last_e + 1, step):
-                    short = ser.window(e - w, e)
-                    base = ser.window(e - w - bw, e - w)
-                    brate: float | None
-                    if rule is not None:
-                        brate = smoothed_rate(base.negative, base.n, rule.baseline_prior_rate,
-                                              rule.baseline_prior_weight)
-                    else:
-                        brate = base.negative_rate
-                    rows.append({"scope": scope, "rule": name, "window_end": format_time(e), "ts": e,
-                                 "short_window_s": w, "count": short.n, "negative": short.negative,
-                                 "negative_rate": short.negative_rate, "mean_score": short.mean_score,
-                                 "baseline_window_s": bw, "baseline_count": base.n,
-                                 "baseline_negative": base.negative, "baseline_rate": brate,
-                                 "threshold": rule.threshold if rule is not None else None})
-            out[scope] = rows
+            reach = max(w + bw for _, w, bw, _ in specs)
+            extra = sorted(alert_ends.get(scope, ()))
+            ranges = _active_ends(starts, s, reach, first_e, last_e)
+            ends = _sample_ends(ranges, s, max(1, max_points - len(extra)), extra)
+            out[scope] = _series_rows(scope, specs, starts, counts, ends)
     finally:
         await r.aclose()
-    return out
+    return out, volume
 
 
 def _write_alerts(path: Path, alerts: list[dict]) -> None:

@@ -29,6 +29,13 @@ Date-only values (``2024-03-05``, ``20240305``, a ``time_format`` without time f
 (``date_only="end"``: no alert can fire before the news could have existed, for backtests that
 must avoid look-ahead). Rows of one day then share one timestamp and keep their file order. Such
 messages carry ``published_at_precision: "day"``.
+
+De-duplication (``dedup=True``, default; ``finpulse replay/backtest --no-dedup`` turns it off): a story
+counts once, as when crawled. In event-time order, a later row with a known id but another title or
+time is a later version of that story (:func:`version_id`, ``duplicate_of`` = the story's first copy),
+and the crawler's :class:`finpulse.ingest.dedup.Deduplicator` (in memory, on event time) marks
+syndicated copies (same canonical URL) and near-duplicate titles with ``duplicate_of``. Marked
+messages are still produced and scored; the window store does not count them again.
 """
 
 from __future__ import annotations
@@ -36,11 +43,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -49,9 +56,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from finpulse.core.jsonl import iter_jsonl
 from finpulse.core.settings import Settings
 from finpulse.core.tickers import is_ticker
-from finpulse.ingest.dedup import history_id
+from finpulse.ingest.dedup import (
+    MAX_ID_LEN,
+    Deduplicator,
+    MemoryStore,
+    history_id,
+    sha256_hex,
+)
 from finpulse.ingest.feeds import SUMMARY_MAX, clean_text
 
 from .exceptions import IngestError
@@ -101,6 +115,8 @@ class ReplayResult:
     :param produced: messages acknowledged by the broker.
     :param bad: ``(line_no, reason)`` of every skipped row (1-based physical line of the row's start).
     :param filtered: good rows outside ``from_ts`` / ``to_ts``.
+    :param marked_duplicate: messages of the time range sent with ``duplicate_of`` (later versions of
+        an id, syndicated copies, near-duplicate titles): scored downstream, not counted again.
     :param topic: the topic produced to.
     :param elapsed_s: wall time.
     """
@@ -109,13 +125,15 @@ class ReplayResult:
     produced: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     filtered: int = 0
+    marked_duplicate: int = 0
     topic: str = ""
     elapsed_s: float = 0.0
 
     def summary(self) -> str:
         """One line for the command line."""
-        return (f"read {self.read} rows, produced {self.produced} to {self.topic}, {len(self.bad)} bad, "
-                f"{self.filtered} outside the time range, in {self.elapsed_s:.1f}s")
+        return (f"read {self.read} rows, produced {self.produced} to {self.topic} ({self.marked_duplicate} marked "
+                f"duplicate, not counted again), {len(self.bad)} bad, {self.filtered} outside the time range, "
+                f"in {self.elapsed_s:.1f}s")
 
 
 # --- time parsing --------------------------------------------------------------------------------
@@ -267,28 +285,6 @@ def _iter_csv(reader: Any, header: list[str]) -> Iterator[tuple[int, dict[str, A
         yield line, dict(zip(header, row, strict=True))
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                yield n, f"not UTF-8 ({exc.reason} at byte {exc.start})"
-                continue
-            try:
-                obj = json.loads(text)
-            except ValueError as exc:
-                yield n, f"not JSON ({exc})"
-                continue
-            if not isinstance(obj, dict):
-                yield n, f"expected a JSON object, got {type(obj).__name__}"
-                continue
-            yield n, obj
-
-
 def _parse_tickers(value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -305,6 +301,108 @@ def _parse_tickers(value: Any) -> list[str] | None:
     return out or None
 
 
+# --- de-duplication ------------------------------------------------------------------------------
+
+VERSION_MARK = "#rev-"
+MANY_URL_COPIES = 25  # warn when one row's link makes this many rows its copies (a landing page, not an article?)
+
+
+def version_id(story_id: str, title: str, published_at: str) -> str:
+    """The id of a later version (edited title or time) of the story ``story_id`` in a history file.
+
+    Stable across replays: ``<story_id>#rev-<16 hex of sha256(title, published_at)>``, or
+    ``sha256:<hex>`` of that when it would exceed the 512-character id limit.
+
+    :param story_id: the id the file gives the story (the id of its first copy).
+    :param title: the cleaned title of this version.
+    :param published_at: the RFC 3339 event time of this version, as produced.
+    """
+    digest = sha256_hex(title + "\x1f" + published_at)[:16]
+    derived = f"{story_id}{VERSION_MARK}{digest}"
+    return derived if len(derived) <= MAX_ID_LEN else "sha256:" + sha256_hex(derived)
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run a coroutine that never suspends (the :class:`MemoryStore` only) without an event loop.
+
+    Usable inside a running loop too (``asyncio.run`` is not).
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("the in-memory de-duplication store suspended")
+
+
+def _mark_duplicates(messages: list[tuple[float, int, dict]], *, max_payload_bytes: int | None = None
+                     ) -> tuple[list[tuple[float, int, dict]], list[tuple[int, str]]]:
+    """Mark copies in ``(event time, line, message)`` items sorted by event time (the crawler's rules).
+
+    The first message of an id is the story; a later one with the same id (another title or time)
+    gets :func:`version_id` and ``duplicate_of`` = the story's first copy. Each story goes through
+    the crawler's :class:`Deduplicator` on a :class:`MemoryStore` whose clock is the event time (so
+    its TTLs, 14 days for ids / URLs and 36 h for title fingerprints, run in event time, and memory
+    stays bounded): a known canonical URL or a near-duplicate title gives ``duplicate_of``. Unlike
+    the crawler, which drops an exact duplicate, every message is kept, marked. ``duplicate_of``
+    always names a story's first copy that is not itself marked. A row whose link makes
+    :data:`MANY_URL_COPIES` rows or more its copies is logged as a warning (a landing page would make a
+    whole source one story; read such a file with ``url_col=""``).
+
+    :param messages: the items; their messages are modified in place.
+    :param max_payload_bytes: a marked message that has grown over this becomes a bad row.
+    :returns: ``(kept items, bad rows)``.
+    """
+    from finpulse.core.errors import BadMessage
+    from finpulse.ingest.producer import encode_message
+
+    now = [0.0]
+    dedup = Deduplicator(MemoryStore(clock=lambda: now[0]), "replay")
+    taken = {msg["id"] for _, _, msg in messages}
+    copies: Counter[str] = Counter()  # first id -> rows of other ids with its link (a claim lasts 14 days)
+    stories: dict[str, str] = {}  # id in the file -> id its copies name (the first copy of the story)
+
+    async def mark() -> None:
+        for ts, _, msg in messages:
+            now[0] = ts
+            rid = msg["id"]
+            if rid in stories:
+                vid = version_id(rid, msg["title"], msg["published_at"])
+                if vid in taken:  # another row of the file has that id: use the whole digest
+                    vid = "sha256:" + sha256_hex(f"{rid}\x1f{msg['title']}\x1f{msg['published_at']}")
+                taken.add(vid)
+                msg["id"], msg["duplicate_of"] = vid, stories[rid]
+                continue
+            verdict = await dedup.check(msg)
+            first = verdict.duplicate_of
+            if verdict.duplicate and first == rid:  # its id is the hash of an earlier row's URL
+                first = await dedup.store.get(dedup.seen_key(rid))
+            if first and first != rid:
+                msg["duplicate_of"] = stories.get(first, first)
+                if verdict.duplicate:
+                    copies[msg["duplicate_of"]] += 1
+            stories[rid] = msg["duplicate_of"] or rid
+
+    _run_sync(mark())
+    for first, n in copies.items():
+        if n >= MANY_URL_COPIES:
+            log.warning("%d rows (other ids, same link) were marked copies of %r within %d days; if the file's "
+                        "links are landing pages rather than articles, read it with url_col=''", n, first,
+                        dedup.seen_ttl_s // 86400)
+    kept: list[tuple[float, int, dict]] = []
+    unfit: list[tuple[int, str]] = []
+    for item in messages:
+        msg = item[2]
+        if msg["duplicate_of"] and max_payload_bytes is not None:
+            try:
+                encode_message(msg, max_bytes=max_payload_bytes, validate=False)
+            except BadMessage as exc:
+                unfit.append((item[1], f"{exc.detail} once marked duplicate_of {msg['duplicate_of']!r}"))
+                continue
+        kept.append(item)
+    return kept, unfit
+
+
 def read_history(path: str | Path, *, title_col: str | None = None, time_col: str | None = None,
                  id_col: str | None = None, url_col: str | None = None, source_col: str | None = None,
                  ticker_col: str | None = None, summary_col: str | None = None, lang_col: str | None = None,
@@ -312,7 +410,7 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                  date_only: str = "start", fmt: str | None = None, encoding: str = "utf-8-sig",
                  delimiter: str | None = None, max_payload_bytes: int = 64 * 1024,
                  row_fields: Callable[[Mapping[str, Any], dict[str, Any]], Mapping[str, Any]] | None = None,
-                 ) -> tuple[list[dict], list[tuple[int, str]]]:
+                 dedup: bool = True) -> tuple[list[dict], list[tuple[int, str]]]:
     """Read a history file into ``news.raw`` messages in event-time order (pure: no Kafka).
 
     Column parameters name a header (CSV) or key (JSONL), case-insensitively; ``None`` uses the
@@ -339,6 +437,13 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
     :param max_payload_bytes: rows whose message would be larger are bad (``Settings.max_payload_bytes``).
     :param row_fields: ``(row, message) -> more fields`` of a message (e.g. a pre-scored file's
         classifier outputs); a ``ValueError`` or ``TypeError`` makes the row bad with its text.
+    :param dedup: de-duplicate as the crawler does (default): in event-time order, a later version of
+        an id (another title or time) becomes its own message with :func:`version_id` and
+        ``duplicate_of`` = the story's first copy, and :class:`finpulse.ingest.dedup.Deduplicator`
+        (in memory, on event time) marks syndicated copies (same canonical URL) and near-duplicate
+        titles with ``duplicate_of``. Every message is kept; the marked ones are scored but not
+        counted again. ``False`` for files that are already de-duplicated: nothing is marked, and a
+        reused id with another title or time is a bad row.
     :returns: ``(messages, bad)``: messages sorted by ``published_at`` (stable), and the skipped
         rows as ``(line_no, reason)``. A row repeating an earlier row's id with the same title and
         time only adds its tickers to the first (multi-ticker datasets); with nothing to add it is
@@ -382,9 +487,9 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
             out[role] = [hit] if hit else None
         return out
 
-    messages: list[tuple[float, dict]] = []
+    messages: list[tuple[float, int, dict]] = []
     bad: list[tuple[int, str]] = []
-    first_line: dict[str, tuple[int, dict]] = {}
+    first_line: dict[Any, tuple[int, dict]] = {}
 
     def convert(line: int, row: dict[str, Any], cols: dict[str, list[str] | None]) -> None:
         def get(role: str) -> Any:
@@ -441,8 +546,10 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
             encode_message(msg, max_bytes=max_payload_bytes)
         except BadMessage as exc:
             raise ValueError(exc.detail) from None
-        if rid in first_line:
-            n0, m0 = first_line[rid]
+        # with dedup, another title or time under a known id is a later version (kept, settled below)
+        key: Any = (rid, title, published_at) if dedup else rid
+        if key in first_line:
+            n0, m0 = first_line[key]
             if m0["title"] == title and m0["published_at"] == published_at:
                 extra = [t for t in (msg["tickers"] or []) if t not in (m0["tickers"] or [])]
                 if extra:
@@ -455,8 +562,8 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                 msg.update(row_fields(row, msg))
             except TypeError as exc:
                 raise ValueError(str(exc)) from None
-        first_line[rid] = (line, msg)
-        messages.append((dt.timestamp(), msg))
+        first_line[key] = (line, msg)
+        messages.append((dt.timestamp(), line, msg))
 
     def take(rows: Iterator[tuple[int, dict[str, Any] | str]], fixed: dict[str, list[str] | None] | None) -> None:
         for line, row in rows:
@@ -470,7 +577,7 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                 bad.append((line, str(exc)))
 
     if kind == "jsonl":
-        take(_iter_jsonl(p), None)
+        take(iter_jsonl(p), None)
     else:
         delim = delimiter or ("\t" if kind == "tsv" else ",")
         csv.field_size_limit(max(csv.field_size_limit(), 1 << 20))
@@ -487,9 +594,12 @@ def read_history(path: str | Path, *, title_col: str | None = None, time_col: st
                     take(_iter_csv(reader, header), cols)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{p.name}: not valid {encoding} ({exc.reason}); pass encoding=") from None
-    messages.sort(key=lambda pair: pair[0])  # stable: equal times keep file order
+    messages.sort(key=lambda item: item[0])  # stable: equal times keep file order
+    if dedup:
+        messages, unfit = _mark_duplicates(messages, max_payload_bytes=max_payload_bytes)
+        bad.extend(unfit)
     bad.sort(key=lambda b: b[0])
-    return [m for _, m in messages], bad
+    return [m for _, _, m in messages], bad
 
 
 # --- producing -----------------------------------------------------------------------------------
@@ -518,7 +628,8 @@ def replay(path: str | Path, settings: Settings, *, speed: float | None = None, 
     :param read_options: column mapping and parsing options of :func:`read_history` (``title_col``,
         ``time_col``, ``id_col``, ``url_col``, ``source_col``, ``ticker_col``, ``summary_col``,
         ``lang_col``, ``source``, ``tz``, ``time_format``, ``date_only``, ``fmt``, ``encoding``,
-        ``delimiter``).
+        ``delimiter``, ``dedup``). De-duplication runs over the whole file before ``from_ts`` /
+        ``to_ts`` select, so ids and marks do not depend on the range.
     :returns: :class:`ReplayResult`; bad rows are also logged (the first 20, then a count).
     :raises ReplayError: the broker failed (``.result`` has the partial counts; replaying again is
         safe: same ids).
@@ -541,7 +652,8 @@ def replay(path: str | Path, settings: Settings, *, speed: float | None = None, 
         log.warning("%s: %d more bad rows not shown", Path(path).name, len(bad) - MAX_BAD_LOGGED)
     timed = [(parse_time(m["published_at"]).timestamp(), m) for m in rows]
     selected = [(ts, m) for ts, m in timed if (lo is None or ts >= lo) and (hi is None or ts < hi)]
-    result = ReplayResult(read=len(rows) + len(bad), bad=bad, filtered=len(timed) - len(selected))
+    result = ReplayResult(read=len(rows) + len(bad), bad=bad, filtered=len(timed) - len(selected),
+                          marked_duplicate=sum(1 for _, m in selected if m.get("duplicate_of")))
     own = producer is None
     if own:
         producer = NewsProducer(settings, client_id="finpulse-replay")

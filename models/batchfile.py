@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from finpulse.core.jsonl import iter_jsonl
 
 
 @dataclass
@@ -39,22 +40,17 @@ def read_rows(path: str | Path, fmt: str | None = None) -> Iterator[InputRow]:
     A malformed line (not JSON, no ``text``) is yielded with ``error`` set, never dropped.
     """
     fmt = fmt or detect_format(path)
-    with open(path, encoding="utf-8", errors="strict", newline="") as fh:
-        if fmt == "jsonl":
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield InputRow(n, error=f"not JSON: {exc.msg} at column {exc.colno}")
-                    continue
-                if not isinstance(obj, dict) or "text" not in obj:
-                    yield InputRow(n, id=obj.get("id") if isinstance(obj, dict) else None,
-                                   error="expected an object with a 'text' field")
-                    continue
+    if fmt == "jsonl":
+        for n, obj in iter_jsonl(path):
+            if isinstance(obj, str):
+                yield InputRow(n, error=obj)
+            elif "text" not in obj:
+                yield InputRow(n, id=obj.get("id"), error="expected an object with a 'text' field")
+            else:
                 yield InputRow(n, id=obj.get("id", n), text=obj["text"])
-        elif fmt == "csv":
+        return
+    with open(path, encoding="utf-8", errors="strict", newline="") as fh:
+        if fmt == "csv":
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "text" not in reader.fieldnames:
                 raise ValueError(f"{path}: CSV needs a 'text' column, has {reader.fieldnames}")

@@ -36,7 +36,7 @@ from bench_replay import corpus  # noqa: E402
 from finpulse.alerts.config import load_config  # noqa: E402
 from finpulse.alerts.detector import Detector  # noqa: E402
 from finpulse.alerts.store import WindowStore  # noqa: E402
-from finpulse.alerts.windows import format_time  # noqa: E402
+from finpulse.core.rfc3339 import format as format_time  # noqa: E402
 from finpulse.core.settings import Settings  # noqa: E402
 from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from finpulse.models.tickers import extract_tickers  # noqa: E402

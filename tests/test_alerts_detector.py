@@ -11,7 +11,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from finpulse.alerts.detector import Detector
 from finpulse.alerts.rules import Level, Rule, make_alert_id
 from finpulse.alerts.store import WindowStore
-from finpulse.alerts.windows import format_time, parse_time
+from finpulse.alerts.windows import parse_time
+from finpulse.core.rfc3339 import format as format_time
 
 pytestmark = pytest.mark.asyncio
 

@@ -3,8 +3,9 @@
 import pytest
 
 from finpulse.alerts.store import WindowStore, delete_namespace
-from finpulse.alerts.windows import format_time, parse_time
+from finpulse.alerts.windows import parse_time
 from finpulse.core import constants as C
+from finpulse.core.rfc3339 import format as format_time
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,7 +9,6 @@ from finpulse.alerts.windows import (
     bucket_ceil,
     bucket_start,
     check_window,
-    format_time,
     normalize_scope,
     normalize_ticker,
     parse_article,
@@ -18,6 +17,7 @@ from finpulse.alerts.windows import (
     window_bounds,
     window_buckets,
 )
+from finpulse.core.rfc3339 import format as format_time
 
 T0 = int(parse_time("2026-01-05T10:00:00Z"))  # a bucket boundary for 60 s and 900 s buckets
 

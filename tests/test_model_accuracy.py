@@ -32,10 +32,24 @@ def test_shipped_model_reproduces_its_manifest_metrics(reports, task):
     assert reports[task]["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=0.002)
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
 # Targets the shipped model does not reach, with what it measured (docs/model-card.md says why).
 # strict=True: when a better model reaches one, the XPASS fails the suite until this list is updated.
-# Empty since minilm-mt-2026.11.23 (sentiment macro-F1 0.8505, the closest of the four to its target).
+# minilm-mt-2026.11.23 measured sentiment macro-F1 0.8505 where the CPU exposes AVX-512 (ONNX Runtime's
+# int8 kernels differ per instruction set); on an AVX2-only CPU (this project's machine from
+# 2026-11-28 on, AMD EPYC family 25) the same artifact measures 0.8495, one headline short.
 NOT_YET_MET: dict[tuple[str, str], str] = {}
+if "avx512f" not in _cpu_flags():
+    NOT_YET_MET[("sentiment", "macro_f1")] = ("int8 on an AVX2-only CPU measures 0.8495 < 0.85 (0.8505 with "
+                                              "AVX-512); docs/model-card.md")
 
 
 def _target_params():
