@@ -39,7 +39,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TOP_LEVEL_KEYS = {"rules", "endpoints", "detector", "delivery"}
 _RULE_KEYS = {"name", "scope_type", "scopes", "short_window", "baseline_window", "min_count", "levels",
               "test", "z", "min_lift", "resolve_below", "resolve_hold", "cooldown", "baseline_prior_rate",
-              "baseline_prior_weight", "description"}
+              "baseline_prior_weight", "description", "windows", "min_negative", "resolve_p", "min_history",
+              "prior_negatives_per_day", "prior_days", "rate_baseline_cap", "min_ratio"}
 _ENDPOINT_KEYS = {"name", "url", "secret", "secret_env", "format", "scopes", "min_severity", "timeout"}
 
 
@@ -110,19 +111,28 @@ def parse_rule(d: Mapping[str, Any], where: str = "rule") -> Rule:
         if s not in scopes:
             scopes.append(s)
     kw["scopes"] = tuple(scopes)
+    if "windows" in d:
+        if not isinstance(d["windows"], list) or not d["windows"]:
+            raise ConfigError(f"{where}.windows", "must be a list of durations, e.g. [\"1h\", \"6h\", \"24h\", \"3d\"]")
+        secs = [parse_duration(x, f"{where}.windows") for x in d["windows"]]
+        if not all(x.is_integer() for x in secs):
+            raise ConfigError(f"{where}.windows", "must be whole seconds")
+        kw["windows_s"] = tuple(int(x) for x in secs)
     for key, attr in (("short_window", "short_window_s"), ("baseline_window", "baseline_window_s"),
-                      ("resolve_hold", "resolve_hold_s"), ("cooldown", "cooldown_s")):
+                      ("resolve_hold", "resolve_hold_s"), ("cooldown", "cooldown_s"),
+                      ("min_history", "min_history_s")):
         if key in d:
             sec = parse_duration(d[key], f"{where}.{key}")
             if not sec.is_integer():
                 raise ConfigError(f"{where}.{key}", "must be whole seconds")
             kw[attr] = int(sec)
-    for key in ("min_count",):
+    for key in ("min_count", "min_negative", "rate_baseline_cap"):
         if key in d:
             if not isinstance(d[key], int) or isinstance(d[key], bool):
                 raise ConfigError(f"{where}.{key}", "must be an integer")
             kw[key] = d[key]
-    for key in ("z", "min_lift", "resolve_below", "baseline_prior_rate", "baseline_prior_weight"):
+    for key in ("z", "min_lift", "resolve_below", "baseline_prior_rate", "baseline_prior_weight", "resolve_p",
+                "prior_negatives_per_day", "prior_days", "min_ratio"):
         if key in d:
             if isinstance(d[key], bool) or not isinstance(d[key], (int, float)):
                 raise ConfigError(f"{where}.{key}", "must be a number")

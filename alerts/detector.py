@@ -30,7 +30,17 @@ from finpulse.core.messages import Alert
 from finpulse.core.rfc3339 import format as format_time
 
 from .config import AlertsConfig
-from .rules import Decision, Rule, RuleState, decide, make_event_id, severity_rank
+from .rules import (
+    Decision,
+    Evaluation,
+    Rule,
+    RuleState,
+    SurgeWindow,
+    decide,
+    evaluate_surge,
+    make_event_id,
+    severity_rank,
+)
 from .store import BucketSeries, WindowStore
 from .windows import WindowStats, boundaries, bucket_start, check_window, scope_type
 
@@ -41,6 +51,37 @@ _STATUS_ORDER = {"fired": 0, "resolved": 1}
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
+
+
+#: how broad a scope type is: a surge alert of a broader scope may be folded into a narrower one's
+_BREADTH = {"all": 2, "topic": 1}
+
+
+def _explained_by(scope: str, e: int, ev: Evaluation, open_at: Mapping[str, set[int]],
+                  series: Mapping[str, BucketSeries]) -> str | None:
+    """The narrower scope whose open surge alert explains a broad scope's surge at boundary ``e``.
+
+    A surge of ``all`` or of a topic whose deciding window holds at least half of its negative
+    headlines in one narrower scope (a ticker, entity, or for ``all`` a topic) that already has an
+    open surge alert tells the desk nothing new: it is not fired (it fires later if the surge spreads).
+
+    :param scope: the broad scope.
+    :param e: the boundary.
+    :param ev: the broad scope's evaluation (its window and negative count).
+    :param open_at: scope -> boundaries where it has an open surge alert (narrower scopes decided first).
+    :param series: the hourly series read for this range, by scope.
+    """
+    rank = _BREADTH.get(scope_type(scope), 0)
+    if rank == 0 or ev.window_s is None:
+        return None
+    for other, at in sorted(open_at.items()):
+        if e not in at or _BREADTH.get(scope_type(other), 0) >= rank or other not in series:
+            continue
+        ser = series[other]
+        k = ser.window(max(ser.start, e - ev.window_s), e).negative
+        if 2 * k >= ev.negative:
+            return other
+    return None
 
 
 def state_field(rule: str, scope: str) -> str:
@@ -120,7 +161,7 @@ class Detector:
     """
 
     def __init__(self, store: WindowStore, rules: Sequence[Rule], *, close_delay_s: float = 0.0,
-                 clock: Callable[[], float] = time.time, chunk_boundaries: int = 360,
+                 clock: Callable[[], float] = time.time, chunk_boundaries: int = 10080,
                  model_version: str | None = None):
         self.store = store
         self.redis = store.redis
@@ -136,6 +177,13 @@ class Detector:
             if r.name in names:
                 raise ValueError(f"duplicate rule name {r.name!r}")
             names.add(r.name)
+            if r.test == "surge":
+                for w in (*r.windows_s, r.baseline_window_s):
+                    check_window(w, C.ROLLUP_SECONDS)
+                if r.span_s + self.close_delay_s >= store.rollup_retention_s:
+                    raise ValueError(f"rule {r.name}: longest window + baseline ({r.span_s}s) + close delay must be "
+                                     f"shorter than the roll-up retention ({store.rollup_retention_s}s)")
+                continue
             check_window(r.short_window_s, s)
             check_window(r.baseline_window_s, s)
             if r.span_s + self.close_delay_s >= store.retention_s:
@@ -334,7 +382,9 @@ class Detector:
         # scopes idle since before every short window of this range cannot fire here (_pairs)
         reach = max((r.short_window_s for r in self.rules), default=0)
         activity = await self.store.scope_activity(since=first_e - reach)
-        pairs = self._pairs(first_e, states, activity)
+        all_pairs = self._pairs(first_e, states, activity)
+        pairs = [(rule, sc) for rule, sc in all_pairs if rule.test != "surge"]
+        surge_pairs = [(rule, sc) for rule, sc in all_pairs if rule.test == "surge"]
         ends = boundaries(cur, end, s)
         spans: dict[str, int] = {}
         shorts: dict[str, int] = {}
@@ -363,7 +413,95 @@ class Detector:
                     alerts.append(await self._build(rule, sc, d, prior, ser, short, base))
                 st = d.state
             new_states[(rule.name, sc)] = st
+        if surge_pairs:
+            more, more_states = await self._evaluate_surge(cur, end, surge_pairs, states)
+            alerts += more
+            new_states.update(more_states)
         alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER[a["status"]]))
+        return alerts, new_states
+
+    async def _evaluate_surge(self, cur: int, end: int, pairs: list[tuple[Rule, str]],
+                              states: Mapping[tuple[str, str], RuleState]
+                              ) -> tuple[list[dict], dict[tuple[str, str], RuleState | None]]:
+        """``surge`` rules: decide at the hourly boundaries in ``(cur, end]`` on the hourly roll-ups.
+
+        The baseline of each window is the rule's ``baseline_window`` before it, cut at the hour of the
+        namespace's first article (so a stream's first days use what history there is, and nothing
+        fires before ``min_history``). As with the other rules, an idle pair is decided only where a
+        window holds ``min_negative`` negatives, an open alert at every boundary.
+        """
+        H = C.ROLLUP_SECONDS
+        ends = range((cur // H + 1) * H, end + 1, H)
+        if not len(ends):
+            return [], {}
+        oldest = await self.store.oldest_event()
+        history_start = bucket_start(oldest if oldest is not None else ends[0], H)
+        spans: dict[str, int] = {}
+        shorts: dict[str, int] = {}
+        for rule, sc in pairs:
+            spans[sc] = max(spans.get(sc, 0), rule.span_s)
+            shorts[sc] = max(shorts.get(sc, 0), rule.short_window_s)
+        # Two reads per scope, as for the other rules: the short windows' reach first; the weeks of
+        # baseline only where a pair has a state or a window with min_negative negatives.
+        recent: dict[str, BucketSeries] = {}
+        for sc in sorted(spans):
+            recent[sc] = await self.store.bucket_series(sc, max(history_start, ends[0] - shorts[sc]), ends[-1],
+                                                        hourly=True)
+        needed: set[str] = set()
+        for rule, sc in pairs:
+            r = recent[sc]
+            cum = np.concatenate(([0], np.cumsum(r.column("negative"))))
+            hi = (np.asarray(ends) - r.start) // H
+            if (rule.name, sc) in states or any(
+                    bool((cum[hi] - cum[np.maximum(0, hi - w // H)] >= rule.min_negative).any())
+                    for w in rule.windows_s):
+                needed.add(sc)
+        series: dict[str, BucketSeries] = {}
+        for sc in sorted(needed):
+            lo = max(history_start, ends[0] - spans[sc])
+            older = await self.store.bucket_series(sc, lo, recent[sc].start, hourly=True)
+            series[sc] = BucketSeries.join(older, recent[sc])
+        alerts: list[dict] = []
+        new_states: dict[tuple[str, str], RuleState | None] = {}
+        open_at: dict[str, set[int]] = {}  # scope -> boundaries where one of its surge alerts is open
+        # narrow scopes first (tickers, entities, then topics, then all): a broad alert may be folded
+        for rule, sc in sorted(pairs, key=lambda p: (_BREADTH.get(scope_type(p[1]), 0), p[1], p[0].name)):
+            if sc not in series:
+                continue
+            ser = series[sc]
+            neg_cum = np.concatenate(([0], np.cumsum(ser.column("negative"))))
+            st = states.get((rule.name, sc))
+            for e in ends:
+                shorts = [ser.window(max(ser.start, e - w), e) for w in rule.windows_s]
+                if (st is None or st.status != "open") and not any(x.negative >= rule.min_negative for x in shorts):
+                    continue
+                windows: list[SurgeWindow] = []
+                bases: dict[int, WindowStats] = {}
+                for w, short in zip(rule.windows_s, shorts, strict=True):
+                    b_end = max(e - w, ser.start)
+                    b_start = max(history_start, b_end - rule.baseline_window_s, ser.start)
+                    base = ser.window(b_start, b_end)
+                    bases[w] = base
+                    k = (b_end - ser.start) // H
+                    count = max(0, (b_end - b_start) // w)
+                    idx = k - np.arange(count + 1) * (w // H)
+                    slices = tuple(int(x) for x in (neg_cum[idx[:-1]] - neg_cum[idx[1:]])) if count else ()
+                    windows.append(SurgeWindow(window_s=w, n=short.n, negative=short.negative, baseline_n=base.n,
+                                               baseline_negative=base.negative, baseline_s=max(0, b_end - b_start),
+                                               slices=slices))
+                ev = evaluate_surge(rule, windows, warmed_up=e - history_start >= rule.min_history_s)
+                assert ev.window_s is not None
+                short = ser.window(max(ser.start, e - ev.window_s), e)
+                d = decide(rule, sc, short, bases[ev.window_s], st, evaluation=ev)
+                if d.action == "fire" and (by := _explained_by(sc, e, ev, open_at, series)):
+                    log.info("%s %s at %s folded into the open alert of %s", rule.name, sc, format_time(e), by)
+                    d = Decision("none", None, ev)
+                if d.emits:
+                    alerts.append(await self._build(rule, sc, d, st, ser, short, bases[ev.window_s]))
+                st = d.state
+                if st is not None and st.status == "open":
+                    open_at.setdefault(sc, set()).add(e)
+            new_states[(rule.name, sc)] = st
         return alerts, new_states
 
     async def _build(self, rule: Rule, scope: str, d: Decision, prior: RuleState | None, ser: BucketSeries,
@@ -371,11 +509,13 @@ class Detector:
         status = d.emits
         assert status and d.alert_id and d.severity
         ev = d.evaluation
-        versions = (await self.store.stats(scope, short.end, rule.short_window_s)).model_versions
-        top = await self.store.top_negative(scope, short.end, rule.short_window_s, C.TOP_K)
+        width = short.end - short.start
+        fine = await self.store.stats(scope, short.end, width)  # the minute buckets (hourly roll-ups keep no scores)
+        versions = fine.model_versions
+        top = await self.store.top_negative(scope, short.end, width, C.TOP_K)
         open_now = d.state is not None and d.state.status == "open"
         fired_end = d.state.fired_end if (open_now and d.state) else (prior.fired_end if prior else None)
-        return Alert.model_validate(dict(
+        record = dict(
             alert_id=d.alert_id,
             event_id=make_event_id(d.alert_id, status, d.severity),
             status=status,
@@ -393,7 +533,7 @@ class Detector:
             positive_count=short.positive,
             neutral_count=short.neutral,
             negative_rate=_r(ev.rate),
-            mean_score=_r(short.mean_score),
+            mean_score=_r(fine.mean_score if rule.test == "surge" else short.mean_score),
             baseline_count=base.n,
             baseline_negative_count=base.negative,
             baseline_rate=_r(ev.baseline_rate),
@@ -409,4 +549,9 @@ class Detector:
                               for h in top],
             model_version=",".join(versions) or self.model_version,
             created_at=format_time(self.clock()),
-        )).to_wire()
+        )
+        if rule.test == "surge":
+            del record["resolve_below"]
+            record.update(p_value=ev.p_value, surge_test=ev.surge_test,
+                          expected_negative_count=_r(ev.expected_negative))
+        return Alert.model_validate(record).to_wire()

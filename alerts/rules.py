@@ -23,8 +23,10 @@ from .exceptions import ConfigError
 from .windows import WindowStats, normalize_scope
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-TESTS = ("wilson", "zscore")
-DEFAULT_Z = {"wilson": 2.326, "zscore": 3.0}
+TESTS = ("wilson", "zscore", "surge")
+DEFAULT_Z = {"wilson": 2.326, "zscore": 3.0, "surge": 0.0}
+SURGE_TESTS = ("count", "rate")
+"""The two tests a ``surge`` rule runs on every short window (see :func:`surge_pvalues`)."""
 
 
 def severity_rank(name: str) -> int:
@@ -75,6 +77,22 @@ class Rule:
     :param cooldown_s: after resolving, the rule does not fire again for this scope for this long.
     :param baseline_prior_rate: prior negative rate blended into the baseline (handles empty baselines).
     :param baseline_prior_weight: weight of the prior, in articles.
+    :param windows_s: ``surge`` rules only: the short windows evaluated together (e.g. 1 h, 6 h,
+        24 h, 3 d; multiples of the hourly roll-up). ``short_window_s`` becomes the longest.
+    :param min_negative: ``surge`` rules only: negative articles a short window needs before it may fire.
+    :param resolve_p: ``surge`` rules only: an open alert is *calm* while the smallest p-value of its
+        windows is above this.
+    :param min_history_s: ``surge`` rules only: event time of history (since the namespace's first
+        article) a baseline needs before the rule may fire (the warm-up).
+    :param prior_negatives_per_day: ``surge`` rules only: prior rate of negative articles, blended into
+        a scope's baseline rate with the weight of ``prior_days`` days (a scope new to the stream
+        starts from it).
+    :param prior_days: weight of that prior, in days.
+    :param rate_baseline_cap: ``surge`` rules only: the rate test treats a baseline as at most this
+        many articles (a weeks-long baseline is not known to a fraction of a percent: news drifts).
+    :param min_ratio: ``surge`` rules only: the count test needs at least this many times the expected
+        negatives, the rate test a rate at least ``min_lift`` over the baseline (significance alone is
+        not relevance at a firehose's volumes).
     """
 
     name: str
@@ -92,9 +110,19 @@ class Rule:
     cooldown_s: int = 3600
     baseline_prior_rate: float = 0.3
     baseline_prior_weight: float = 20.0
+    windows_s: tuple[int, ...] = ()
+    min_negative: int = 3
+    resolve_p: float = 0.05
+    min_history_s: int = 86400
+    prior_negatives_per_day: float = 1.0
+    prior_days: float = 2.0
+    rate_baseline_cap: int = 200
+    min_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
+        if self.test == "surge":
+            self._check_surge(where)
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ConfigError(where, "name must be 1-64 chars of letters, digits, '_', '.', '-'")
         if self.scope_type not in C.SCOPE_TYPES:
@@ -116,6 +144,8 @@ class Rule:
             raise ConfigError(where, "min_count must be an integer >= 1")
         if not self.levels:
             raise ConfigError(where, "at least one level is required")
+        if self.test == "surge":
+            return
         prev = None
         for lv in self.levels:
             if lv.severity not in C.SEVERITIES:
@@ -137,6 +167,37 @@ class Rule:
             raise ConfigError(where, "resolve_hold and cooldown must be >= 0")
         if not 0 < self.baseline_prior_rate < 1 or self.baseline_prior_weight < 0:
             raise ConfigError(where, "baseline_prior_rate must be in (0, 1), baseline_prior_weight >= 0")
+
+    def _check_surge(self, where: str) -> None:
+        windows = tuple(sorted({int(w) for w in self.windows_s}))
+        if not windows or windows[0] <= 0:
+            raise ConfigError(where, "a surge rule needs windows (e.g. windows = [\"1h\", \"6h\", \"24h\", \"3d\"])")
+        object.__setattr__(self, "windows_s", windows)
+        object.__setattr__(self, "short_window_s", windows[-1])
+        object.__setattr__(self, "levels", tuple(self.levels))
+        prev: Level | None = None
+        for lv in self.levels:
+            if lv.severity not in C.SEVERITIES:
+                raise ConfigError(where, f"unknown severity {lv.severity!r}; use {C.SEVERITIES}")
+            if not 0 < lv.rate < 1:
+                raise ConfigError(where, f"level {lv.severity}: a surge level is a false-alarm probability in (0, 1)")
+            if prev and (severity_rank(lv.severity) <= severity_rank(prev.severity) or lv.rate >= prev.rate):
+                raise ConfigError(where, "surge levels must rise in severity and fall in probability")
+            prev = lv
+        if not isinstance(self.min_negative, int) or self.min_negative < 1:
+            raise ConfigError(where, "min_negative must be an integer >= 1")
+        if self.levels and not self.levels[0].rate < self.resolve_p < 1:
+            raise ConfigError(where, "resolve_p must be above the lowest level's probability and below 1")
+        if self.min_history_s < 0 or self.prior_negatives_per_day <= 0 or self.prior_days <= 0:
+            raise ConfigError(where, "min_history must be >= 0, prior_negatives_per_day and prior_days > 0")
+        if self.rate_baseline_cap < 1 or self.min_ratio < 1:
+            raise ConfigError(where, "rate_baseline_cap must be >= 1 and min_ratio >= 1")
+
+    @property
+    def tests_per_decision(self) -> int:
+        """How many tests one decision of a ``surge`` rule combines (windows x count/rate): the
+        Bonferroni factor its levels are divided by."""
+        return len(self.windows_s) * len(SURGE_TESTS)
 
     @property
     def threshold(self) -> float:
@@ -227,6 +288,10 @@ class Evaluation:
     :param level: highest severity whose rate is reached, ``None`` if none.
     :param fire_level: the severity the rule would fire at (min_count, level and spike), or ``None``.
     :param calm: the resolve condition holds (``n < min_count`` or ``rate < resolve_below``).
+    :param window_s: ``surge`` rules: the short window that decided.
+    :param p_value: ``surge`` rules: the smallest p-value of the decision.
+    :param surge_test: ``surge`` rules: ``count`` or ``rate``, the test with that p-value.
+    :param expected_negative: ``surge`` rules: negatives the baseline predicts for that window.
     """
 
     n: int
@@ -243,6 +308,10 @@ class Evaluation:
     level: str | None
     fire_level: str | None
     calm: bool
+    window_s: int | None = None
+    p_value: float | None = None
+    surge_test: str | None = None
+    expected_negative: float | None = None
 
 
 def evaluate(rule: Rule, n: int, negative: int, baseline_n: int, baseline_negative: int) -> Evaluation:
@@ -274,6 +343,163 @@ def evaluate(rule: Rule, n: int, negative: int, baseline_n: int, baseline_negati
                       baseline_negative=baseline_negative, baseline_rate=p0, z_score=z, wilson_lower=wl,
                       statistic=statistic, statistic_threshold=needed, spike=spike, level=level,
                       fire_level=fire_level, calm=calm)
+
+
+# --- surge: count and rate tests over several windows ----------------------------------------------
+
+@dataclass(frozen=True)
+class SurgeWindow:
+    """One short window of a ``surge`` rule at one boundary, with its baseline.
+
+    :param window_s: the short window's width.
+    :param n: articles in the short window.
+    :param negative: negative articles in it.
+    :param baseline_n: articles in the baseline (the period just before the short window).
+    :param baseline_negative: negative articles in the baseline.
+    :param baseline_s: how long that baseline is: the rule's baseline window, or less where the
+        namespace's history is shorter.
+    :param slices: negative articles in consecutive ``window_s``-long slices of the baseline, newest
+        first (their spread is the scope's burstiness).
+    """
+
+    window_s: int
+    n: int
+    negative: int
+    baseline_n: int
+    baseline_negative: int
+    baseline_s: int
+    slices: tuple[int, ...] = ()
+
+
+def negative_binomial_tail(k: int, mean: float, size: float | None) -> float:
+    """``P(X >= k)`` for a count with this mean and negative-binomial ``size`` (``None``: Poisson).
+
+    :param k: the observed count.
+    :param mean: the expected count (> 0).
+    :param size: the dispersion ``r`` (variance ``mean + mean**2 / r``); ``None`` or very large is Poisson.
+    """
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    if size is None or size > 1e6:
+        return float(_stats().poisson.sf(k - 1, mean))
+    return float(_stats().nbinom.sf(k - 1, size, size / (size + mean)))
+
+
+def beta_binomial_tail(k: int, n: int, a: float, b: float) -> float:
+    """``P(X >= k)`` for ``X ~ BetaBinomial(n, a, b)``: ``k`` of ``n`` with a rate known as Beta(a, b).
+
+    :param k: negative articles.
+    :param n: articles.
+    :param a: Beta ``alpha`` (negative pseudo-counts).
+    :param b: Beta ``beta`` (other pseudo-counts).
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return float(_stats().betabinom.sf(k - 1, n, a, b))
+
+
+def _stats() -> Any:
+    from scipy import stats  # scipy's import takes ~0.3 s: only when a surge rule first evaluates
+
+    return stats
+
+
+def dispersion(slices: tuple[int, ...]) -> float | None:
+    """Negative-binomial size ``r`` from the counts of equal slices (method of moments).
+
+    :param slices: counts per slice; fewer than 3, or no over-dispersion, give ``None`` (Poisson).
+    """
+    if len(slices) < 3:
+        return None
+    m = sum(slices) / len(slices)
+    v = sum((x - m) ** 2 for x in slices) / (len(slices) - 1)
+    if m <= 0 or v <= m:
+        return None
+    return m * m / (v - m)
+
+
+def surge_pvalues(rule: Rule, w: SurgeWindow) -> tuple[float, float, float]:
+    """The two tests of a ``surge`` rule on one short window.
+
+    * **count**: is the number of negative articles above what the scope's baseline predicts? The
+      expected count is the baseline's rate of negatives per second (with the rule's prior:
+      ``prior_negatives_per_day`` over ``prior_days``) times the window; its spread is a negative
+      binomial whose dispersion is estimated from the baseline's own slices of this width (news comes
+      in bursts, and a day's headlines that carry a date only all arrive at midnight: both show up
+      as over-dispersion and widen the tail). Needs ``min_ratio`` times the expected count.
+    * **rate**: is the share of negative articles above the baseline's? Beta-binomial: the baseline
+      rate is known as Beta(negatives, others) (capped at ``rate_baseline_cap`` articles, plus the
+      prior ``baseline_prior_rate`` x ``baseline_prior_weight``). Needs a rate ``min_lift`` above it.
+
+    :param rule: a ``surge`` rule.
+    :param w: the window and its baseline.
+    :returns: ``(count p-value, rate p-value, expected negatives)``; 1.0 where a test does not apply.
+    """
+    day = 86400.0
+    prior_k = rule.prior_negatives_per_day * rule.prior_days
+    per_s = (w.baseline_negative + prior_k) / (w.baseline_s + rule.prior_days * day)
+    expected = per_s * w.window_s
+    p_count = 1.0
+    if w.negative >= rule.min_ratio * expected:
+        p_count = negative_binomial_tail(w.negative, expected, dispersion(w.slices))
+    weight = min(1.0, rule.rate_baseline_cap / w.baseline_n) if w.baseline_n else 1.0
+    a = w.baseline_negative * weight + rule.baseline_prior_rate * rule.baseline_prior_weight
+    b = (w.baseline_n - w.baseline_negative) * weight + (1 - rule.baseline_prior_rate) * rule.baseline_prior_weight
+    p_rate = 1.0
+    if w.n and w.negative / w.n >= a / (a + b) + rule.min_lift:
+        p_rate = beta_binomial_tail(w.negative, w.n, a, b)
+    return p_count, p_rate, expected
+
+
+def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = True) -> Evaluation:
+    """One decision of a ``surge`` rule: both tests on every window, the smallest p-value decides.
+
+    A window takes part when it holds at least ``min_negative`` negative articles. The family of
+    ``len(windows) x 2`` tests is controlled with Bonferroni: a level (a false-alarm probability per
+    scope and decision) is reached when the smallest p-value is below the level / that number.
+
+    :param rule: a ``surge`` rule.
+    :param windows: the rule's windows at this boundary (shortest first).
+    :param warmed_up: the baseline has ``min_history_s`` of history (otherwise nothing fires).
+    :returns: the :class:`Evaluation` of the deciding window (the statistic is ``-log10(p)``).
+    """
+    m = rule.tests_per_decision
+    best: tuple[float, SurgeWindow, str, float] | None = None
+    for w in windows:
+        if w.negative < rule.min_negative:
+            continue
+        p_count, p_rate, expected = surge_pvalues(rule, w)
+        for p, which in ((p_count, "count"), (p_rate, "rate")):
+            if best is None or p < best[0]:
+                best = (p, w, which, expected)
+    if best is None:
+        shortest = windows[0]
+        best = (1.0, shortest, "count", 0.0)
+    p, w, which, expected = best
+    rate = w.negative / w.n if w.n else 0.0
+    base_rate = smoothed_rate(w.baseline_negative, w.baseline_n, rule.baseline_prior_rate, rule.baseline_prior_weight)
+    level = None
+    for lv in rule.levels:
+        if p < lv.rate / m:
+            level = lv.severity
+    spike = warmed_up and level is not None
+    fire_level = level if spike else None
+    return Evaluation(n=w.n, negative=w.negative, rate=rate, baseline_n=w.baseline_n,
+                      baseline_negative=w.baseline_negative, baseline_rate=base_rate,
+                      z_score=_z_of(p), wilson_lower=wilson_lower(w.negative, w.n, 2.326),
+                      statistic=-math.log10(max(p, 1e-300)),
+                      statistic_threshold=-math.log10(rule.levels[0].rate / m), spike=spike, level=level,
+                      fire_level=fire_level, calm=p > rule.resolve_p, window_s=w.window_s, p_value=p,
+                      surge_test=which, expected_negative=expected)
+
+
+def _z_of(p: float) -> float:
+    """The one-sided standard-normal quantile of a p-value (for records that quote a z-score)."""
+    return float(_stats().norm.isf(min(max(p, 1e-300), 1.0 - 1e-12)))
 
 
 # --- state and decision --------------------------------------------------------------------------
@@ -362,7 +588,7 @@ class Decision:
 
 
 def decide(rule: Rule, scope: str, short: WindowStats, baseline: WindowStats,
-           state: RuleState | None) -> Decision:
+           state: RuleState | None, evaluation: Evaluation | None = None) -> Decision:
     """Decide fire / stay / escalate / resolve for one rule, scope and short window (pure).
 
     All times are event times, so the same counts give the same decision live and in a replay.
@@ -373,9 +599,11 @@ def decide(rule: Rule, scope: str, short: WindowStats, baseline: WindowStats,
         evaluation time.
     :param baseline: counts of the baseline window (the ``baseline_window_s`` before the short one).
     :param state: prior state of this (rule, scope), ``None`` if none.
+    :param evaluation: the statistics when already computed (``surge`` rules: :func:`evaluate_surge`,
+        whose deciding window is ``short``).
     """
     window_start, window_end = short.start, short.end
-    ev = evaluate(rule, short.n, short.negative, baseline.n, baseline.negative)
+    ev = evaluation or evaluate(rule, short.n, short.negative, baseline.n, baseline.negative)
     E = int(window_end)
     if state is not None and state.status == "open":
         if ev.calm:

@@ -40,27 +40,30 @@ from .windows import (
 log = logging.getLogger(__name__)
 
 # One call per scope and batch (every key shares the scope's hash tag).
-# KEYS: per bucket j (1-based): bucket hash 3j-2, seen set 3j-1, top-negative zset 3j
-# ARGV: ttl, top k, then 6 per article: j, id, sentiment field, score (micro int),
+# KEYS: per bucket j (1-based): bucket hash 4j-3, seen set 4j-2, top-negative zset 4j-1, hourly roll-up 4j
+# ARGV: ttl, top k, roll-up ttl, then 6 per article: j, id, sentiment field, score (micro int),
 #       model-version field ('' = none), headline JSON ('' = not negative)
 # returns one 1 (newly counted) or 0 (already in the bucket's seen set) per article
 _RECORD_LUA = """
 local ttl = tonumber(ARGV[1])
 local topk = tonumber(ARGV[2])
+local rttl = tonumber(ARGV[3])
 local out, touched, negs = {}, {}, {}
-for i = 3, #ARGV, 6 do
+for i = 4, #ARGV, 6 do
   local j = tonumber(ARGV[i])
-  local bkey = KEYS[3 * j - 2]
-  if redis.call('SADD', KEYS[3 * j - 1], ARGV[i + 1]) == 1 then
+  local bkey = KEYS[4 * j - 3]
+  if redis.call('SADD', KEYS[4 * j - 2], ARGV[i + 1]) == 1 then
     redis.call('HINCRBY', bkey, 'n', 1)
     redis.call('HINCRBY', bkey, ARGV[i + 2], 1)
+    redis.call('HINCRBY', KEYS[4 * j], 'n', 1)
+    redis.call('HINCRBY', KEYS[4 * j], ARGV[i + 2], 1)
     redis.call('HINCRBY', bkey, 'sum_sentiment_score_micro', ARGV[i + 3])
     if ARGV[i + 4] ~= '' then
       redis.call('HINCRBY', bkey, ARGV[i + 4], 1)
     end
     if ARGV[i + 5] ~= '' then
-      redis.call('ZADD', KEYS[3 * j], ARGV[i + 3], ARGV[i + 5])
-      redis.call('ZREMRANGEBYRANK', KEYS[3 * j], topk, -1)
+      redis.call('ZADD', KEYS[4 * j - 1], ARGV[i + 3], ARGV[i + 5])
+      redis.call('ZREMRANGEBYRANK', KEYS[4 * j - 1], topk, -1)
       negs[j] = true
     end
     touched[j] = true
@@ -70,11 +73,12 @@ for i = 3, #ARGV, 6 do
   end
 end
 for j, _ in pairs(touched) do
-  redis.call('EXPIRE', KEYS[3 * j - 2], ttl)
-  redis.call('EXPIRE', KEYS[3 * j - 1], ttl)
+  redis.call('EXPIRE', KEYS[4 * j - 3], ttl)
+  redis.call('EXPIRE', KEYS[4 * j - 2], ttl)
+  redis.call('EXPIRE', KEYS[4 * j], rttl)
 end
 for j, _ in pairs(negs) do
-  redis.call('EXPIRE', KEYS[3 * j], ttl)
+  redis.call('EXPIRE', KEYS[4 * j - 1], ttl)
 end
 return out
 """
@@ -238,10 +242,13 @@ class WindowStore:
         de-duplication.
     :param late_allowance_s: events older than the newest event time minus this are late
         (``Settings.late_allowance_s``).
+    :param rollup_retention_s: TTL of the hourly roll-ups (default 35 days): the longest short
+        window plus baseline a ``surge`` rule may use.
     """
 
     def __init__(self, redis: Any, namespace: str, *, bucket_seconds: int = C.DEFAULT_BUCKET_SECONDS,
-                 retention_s: int | None = None, late_allowance_s: float = C.DEFAULT_LATE_ALLOWANCE_S):
+                 retention_s: int | None = None, late_allowance_s: float = C.DEFAULT_LATE_ALLOWANCE_S,
+                 rollup_retention_s: int = C.DEFAULT_ROLLUP_RETENTION_S):
         self.redis = redis
         self.namespace = namespace
         C.prefix(namespace)  # validates
@@ -252,6 +259,9 @@ class WindowStore:
         if self.retention_s <= max(C.DEFAULT_WINDOWS_S[0], bucket_seconds):
             raise ValueError(f"retention_s {self.retention_s} is too short")
         self.late_allowance_s = float(late_allowance_s)
+        if C.ROLLUP_SECONDS % bucket_seconds:
+            raise ValueError(f"bucket_seconds {bucket_seconds} must divide the roll-up width {C.ROLLUP_SECONDS}")
+        self.rollup_retention_s = int(rollup_retention_s)
         self._script = redis.register_script(_RECORD_LUA)
         self._series = redis.register_script(_SERIES_LUA)
 
@@ -362,11 +372,12 @@ class WindowStore:
                 chunk = rows[off:off + RECORD_CHUNK]
                 slots: dict[int, int] = {}
                 keys: list[str] = []
-                argv: list = [self.retention_s, C.TOP_K]
+                argv: list = [self.retention_s, C.TOP_K, self.rollup_retention_s]
                 for _, b, args in chunk:
                     if b not in slots:
                         slots[b] = len(slots) + 1
-                        keys += [C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b)]
+                        keys += [C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b),
+                                 C.rollup_key(ns, scope, bucket_start(b, C.ROLLUP_SECONDS))]
                     argv += [slots[b], *args]
                 await self._script(keys=keys, args=argv, client=pipe)
                 calls.append([(idx, scope, b) for idx, b, _ in chunk])
@@ -429,15 +440,18 @@ class WindowStore:
         return {k: got.get(k, 0) for k in C.METRIC_FIELDS}
 
     async def bucket_series(self, scope: str, start_ts: float, end_ts: float, *,
-                            versions: bool = False) -> BucketSeries:
+                            versions: bool = False, hourly: bool = False) -> BucketSeries:
         """Raw per-bucket counters of ``scope`` for the buckets in ``[start_ts, end_ts)``.
 
         :param scope: a scope (normalised by :func:`finpulse.alerts.windows.normalize_scope`).
         :param start_ts: first bucket's start (rounded down to a boundary).
         :param end_ts: end, exclusive (rounded up to a boundary).
         :param versions: also read the per-model-version counts (slower; otherwise ``mv`` is empty).
+        :param hourly: read the hourly roll-ups instead of the buckets (no score sums, no versions).
         """
-        s = self.bucket_seconds
+        s = C.ROLLUP_SECONDS if hourly else self.bucket_seconds
+        if hourly and versions:
+            raise ValueError("the hourly roll-ups keep no model versions")
         scope = normalize_scope(scope)
         start, end = bucket_start(start_ts, s), bucket_ceil(end_ts, s)
         if end < start:
@@ -447,7 +461,20 @@ class WindowStore:
             raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
         rows: list[dict] = []
         parts: list[np.ndarray] = []
-        head = C.bucket_key_head(self.namespace, scope)
+        head = (C.rollup_key_head if hourly else C.bucket_key_head)(self.namespace, scope)
+        H = C.ROLLUP_SECONDS
+        if not hourly and not versions and nb * s > 3 * H:
+            # long reads (a detector chunk) skip the hours the roll-ups show empty: time follows the
+            # data, not the span (both are written by the same script, so they agree)
+            hours = await self.bucket_series(scope, start, end, hourly=True)
+            counts = np.zeros((nb, len(BucketSeries.FIELDS)), dtype=np.int64)
+            busy = np.flatnonzero(hours.column("n"))
+            for i in busy:
+                lo = max(start, hours.start + int(i) * H)
+                hi = min(end, lo - lo % H + H)
+                part = await self.bucket_series(scope, lo, hi)
+                counts[(lo - start) // s:(hi - start) // s] = part._counts
+            return BucketSeries(scope, start, s, counts=counts)
         chunk = 2000
         for off in range(0, nb, chunk):
             keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]

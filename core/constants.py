@@ -35,6 +35,7 @@ KEY_ROOT = "finpulse"
 
 # --- window store ------------------------------------------------------------------------------
 BUCKET_KEY = "b"
+ROLLUP_KEY = "h"
 SEEN_KEY = "seen"
 TOP_NEGATIVE_KEY = "neg"
 CLAIM_KEY = "claim"
@@ -56,6 +57,9 @@ METRIC_FIELDS = ("counted", "duplicates", "syndicated", "late", "invalid", "rela
 DEFAULT_BUCKET_SECONDS = 60
 DEFAULT_WINDOWS_S = (900, 3600, 86400)
 DEFAULT_RETENTION_S = 2 * 86400
+#: hourly roll-ups of the buckets, for windows of hours to days against baselines of weeks
+ROLLUP_SECONDS = 3600
+DEFAULT_ROLLUP_RETENTION_S = 35 * 86400
 DEFAULT_LATE_ALLOWANCE_S = 6 * 3600.0
 TOP_K = 5
 
@@ -109,6 +113,25 @@ def bucket_key(namespace: str, scope: str, bucket: int) -> str:
     :param bucket: bucket start, integer epoch seconds.
     """
     return f"{bucket_key_head(namespace, scope)}{bucket}"
+
+
+def rollup_key_head(namespace: str, scope: str) -> str:
+    """What every hourly roll-up key of a scope starts with (``rollup_key`` adds the hour's start).
+
+    :param namespace: run namespace.
+    :param scope: normalised scope.
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{ROLLUP_KEY}:"
+
+
+def rollup_key(namespace: str, scope: str, hour: int) -> str:
+    """Key of an hourly roll-up hash (``n`` and one counter per sentiment) of a scope.
+
+    :param namespace: run namespace.
+    :param scope: normalised scope.
+    :param hour: the hour's start, integer epoch seconds (a multiple of :data:`ROLLUP_SECONDS`).
+    """
+    return f"{rollup_key_head(namespace, scope)}{hour}"
 
 
 def seen_key(namespace: str, scope: str, bucket: int) -> str:

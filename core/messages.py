@@ -96,7 +96,7 @@ Sentiment = Literal["negative", "positive", "neutral"]
 AlertStatus = Literal["fired", "resolved"]
 ScopeType = Literal["all", "topic", "ticker"]
 Severity = Literal["info", "warning", "critical"]
-SpikeTest = Literal["wilson", "zscore"]
+SpikeTest = Literal["wilson", "zscore", "surge"]
 PayloadEncoding = Literal["utf-8", "base64"]
 
 
@@ -268,17 +268,33 @@ class Alert(WireModel):
         description="Smoothed baseline negative rate: (baseline_negative_count + prior_rate * prior_weight) / "
         "(baseline_count + prior_weight)."
     )
-    threshold: float = Field(description="Negative-rate threshold of this record's severity level.")
+    threshold: float = Field(
+        description="Negative-rate threshold of this record's severity level; for a 'surge' rule the level's "
+        "false-alarm probability per scope and decision."
+    )
     resolve_below: Annotated[float | None, NOT_NULL] = Field(
         default=None, description="Hysteresis threshold of the rule."
     )
     spike_test: SpikeTest
     statistic: float = Field(
-        description="The spike test's statistic: Wilson lower bound of the short-window rate, or the binomial "
-        "z-score against baseline_rate."
+        description="The spike test's statistic: Wilson lower bound of the short-window rate, the binomial "
+        "z-score against baseline_rate, or for 'surge' -log10 of the smallest p-value."
     )
     statistic_threshold: float = Field(
-        description="What the statistic had to reach to fire (baseline_rate + min_lift, or z)."
+        description="What the statistic had to reach to fire (baseline_rate + min_lift, z, or for 'surge' "
+        "-log10 of the lowest level over the number of tests)."
+    )
+    p_value: Annotated[float | None, NOT_NULL] = Field(
+        default=None, ge=0, le=1,
+        description="'surge' rules: the smallest p-value of the decision (its window is window_start..window_end)."
+    )
+    surge_test: Annotated[Literal["count", "rate"] | None, NOT_NULL] = Field(
+        default=None,
+        description="'surge' rules: the test with that p-value: 'count' (negative headlines against the "
+        "baseline's negative-binomial count) or 'rate' (beta-binomial negative share)."
+    )
+    expected_negative_count: Annotated[float | None, NOT_NULL] = Field(
+        default=None, ge=0, description="'surge' rules: negative headlines the baseline predicts for the window."
     )
     z_score: float
     wilson_lower: Unit

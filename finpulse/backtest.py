@@ -440,9 +440,12 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
             alerts = sorted(collector.alerts.values(), key=_alert_sort_key)
             metrics = _metrics(settings)
             scopes = _select_scopes(collector.activity, alerts, top_scopes)
+            t_series = time.monotonic()
             series, volume = (asyncio.run(_timeseries(settings, config, scopes, collector.buckets, alerts, oldest,
                                                       newest, max_points))
                               if oldest is not None else ({}, {}))
+            log.info("time series: %d rows for %d scope(s) in %.2fs", sum(map(len, series.values())), len(series),
+                     time.monotonic() - t_series)
             if not keep:
                 asyncio.run(_delete(settings))
     finally:
@@ -467,6 +470,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
         "processed": processed,
         "counted": metrics.get("counted", 0),
         "duplicates": metrics.get("duplicates", 0),
+        "syndicated": metrics.get("syndicated", 0),
         "late": metrics.get("late", 0),
         "dead_lettered": metrics.get("dead_lettered", 0),
         "dead_letter_reasons": dict(sorted(collector.dlq_reasons.items())),
@@ -497,7 +501,9 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
     _write_alerts(out / ALERTS_FILE, alerts)
     _write_timeseries(out / TIMESERIES_FILE, series)
     try:
+        t_report = time.monotonic()
         write_report(out / REPORT_FILE, series, alerts, summary, volume=volume)
+        log.info("report written in %.2fs", time.monotonic() - t_report)
     except ImportError:
         log.warning("matplotlib is not installed (pip install -e '.[report]'): no %s", REPORT_FILE)
         summary["outputs"].pop("report")

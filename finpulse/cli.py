@@ -314,7 +314,10 @@ def crawl(config_path, once, output_path) -> None:
 @click.option("--url-col", default=None)
 @click.option("--source-col", default=None)
 @click.option("--ticker-col", default=None)
-def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col, source_col, ticker_col) -> None:
+@click.option("--no-dedup", is_flag=True,
+              help="do not mark later versions of an id, syndicated copies and near duplicates (already de-duplicated)")
+def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col, source_col, ticker_col,
+           no_dedup) -> None:
     """Replay historical headlines into news.raw in event-time order."""
     from finpulse.ingest.replay import replay as run_replay
 
@@ -323,7 +326,8 @@ def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col
         settings = settings.with_overrides(namespace=namespace)
     cols = {k: v for k, v in dict(title_col=title_col, time_col=time_col, url_col=url_col, source_col=source_col,
                                    ticker_col=ticker_col).items() if v is not None}
-    result = run_replay(path, settings, speed=None if afap else speed, from_ts=from_, to_ts=to, **cols)
+    result = run_replay(path, settings, speed=None if afap else speed, from_ts=from_, to_ts=to, dedup=not no_dedup,
+                        **cols)
     for line, reason in result.bad:
         click.echo(f"line {line}: {reason} (skipped)", err=True)
     click.echo(result.summary())
@@ -348,11 +352,20 @@ def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col
 @click.option("--tz", default="UTC", show_default=True, help="zone of naive and date-only timestamps")
 @click.option("--date-only", type=click.Choice(["start", "end"]), default="start", show_default=True,
               help="a date-only row is at 00:00 (start) or 23:59:59.999 (end, no look-ahead) of its day")
+@click.option("--no-dedup", is_flag=True,
+              help="do not mark later versions of an id, syndicated copies and near duplicates (already de-duplicated)")
+@click.option("--events", "events_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="CSV of known events (stream,event,start,end,...): score the alerts against them")
+@click.option("--events-stream", default=None,
+              help="the stream whose events apply (default: PATH's stem); events of other streams are ignored")
+@click.option("--events-grace", "events_grace_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="seconds after an event's end during which an alert still matches it")
 def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep, quiet, as_json, title_col,
-             time_col, ticker_col, tz, date_only) -> None:
+             time_col, ticker_col, tz, date_only, no_dedup, events_path, events_stream, events_grace_s) -> None:
     """Run a file of history through the real pipeline and write alerts, time series, summary, report.
 
-    Exits 1 when processing did not complete in time (or nothing could be produced).
+    With --events, the alerts are scored against the known events of the file's stream (summary.json:
+    "evaluation"). Exits 1 when processing did not complete in time (or nothing could be produced).
     """
     from finpulse.backtest import BacktestError, run_backtest, summary_line
 
@@ -361,7 +374,8 @@ def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep
     try:
         summary = run_backtest(path, rules_path, out_dir, namespace=namespace, scored_input=scored_input,
                                timeout_s=timeout_s, keep=keep, progress=not quiet, tz=tz, date_only=date_only,
-                               **cols)
+                               dedup=not no_dedup, events=events_path, events_stream=events_stream,
+                               events_grace_s=events_grace_s, **cols)
     except BacktestError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else summary_line(summary))

@@ -10,19 +10,26 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from finpulse.backtest import (
     TIMESERIES_COLUMNS,
     BacktestError,
+    _active_ends,
+    _runs,
+    _sample_ends,
+    _series_rows,
     backtest_rules,
     default_namespace,
     dump_rules_toml,
     read_scored_history,
     run_backtest,
+    summary_line,
 )
 from finpulse.core.settings import REPO_ROOT
 from finpulse.ingest.replay import read_history
+from finpulse.report import ScopeVolume, binned_volume, volume_bin, write_report
 
 START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 TOPICS = ("Earnings", "Macro", "Energy | Oil")
@@ -239,7 +246,165 @@ def test_incomplete_processing_exits_non_zero(stack, files, tmp_path, monkeypatc
     assert not s["complete"] and not s["ok"] and "did not complete" in s["incomplete_reason"]
 
 
+def long_history_rows() -> list[dict]:
+    """2019-2022, three headlines a month (Macro / Earnings, one in four negative), plus two bursts of
+    12 negative headlines in 10 minutes: Energy | Oil on 2021-06-15 11:00 (inside an event) and
+    Macro on 2020-02-10 09:00 (a false alarm: no event)."""
+    rows = []
+    for y in range(2019, 2023):
+        for m in range(1, 13):
+            for k, day in enumerate((3, 13, 23)):
+                i = len(rows)
+                neg = i % 4 == 0
+                rows.append({"published_at": f"{y}-{m:02d}-{day:02d}T10:{k:02d}:00Z", "title": f"Routine {i}",
+                             "topic": ("Macro", "Earnings")[i % 2], "sentiment": "negative" if neg else "neutral",
+                             "sentiment_score": -0.6 if neg else 0.0})
+    for j in range(12):
+        rows.append({"published_at": iso(datetime(2021, 6, 15, 11, tzinfo=UTC) + timedelta(seconds=50 * j)),
+                     "title": f"Tanker spill {j}", "topic": BURST_TOPIC, "sentiment": "negative",
+                     "sentiment_score": -0.9})
+        rows.append({"published_at": iso(datetime(2020, 2, 10, 9, tzinfo=UTC) + timedelta(seconds=50 * j)),
+                     "title": f"Rumour {j}", "topic": "Macro", "sentiment": "negative", "sentiment_score": -0.8})
+    return rows
+
+
+LONG_EVENTS = """stream,event,start,end,what an analyst expects,public record
+long_history,Oil spill,2021-06-15T10:00:00Z,2021-06-15T18:00:00Z,oil negative surge,test
+other_stream,Elsewhere,2021-06-15T10:00:00Z,2021-06-16T00:00:00Z,ignored,test
+long_history,Quiet day,2022-03-01T00:00:00Z,2022-03-02T00:00:00Z,nothing fires,test
+long_history,Before the history,2010-01-01T00:00:00Z,2010-01-02T00:00:00Z,outside the span,test
+"""
+
+
+@pytest.mark.integration
+def test_years_of_sparse_history_with_events(stack, files, tmp_path):
+    """Four years of a few headlines a month (over 2 million minute buckets): the run completes, the
+    time series covers only where there is data, the report is written and the alerts are scored."""
+    src = tmp_path / "long_history.csv"
+    rows = long_history_rows()
+    with open(src, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    events = tmp_path / "events.csv"
+    events.write_text(LONG_EVENTS)
+    out = tmp_path / "out"
+    s = run_backtest(src, files["rules"], out, scored_input=True, progress=False, events=events,
+                     kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
+    assert s["complete"] and s["ok"] and s["processed"] == len(rows) == 168
+    assert s["event_time"]["first"] == "2019-01-03T10:00:00.000Z" and s["event_time"]["span_s"] > 3.9 * 365 * 86400
+    fired = [a for a in load_alerts(out) if a["status"] == "fired"]
+    assert {(a["scope"], a["window_end"][:10]) for a in fired} == {(f"topic:{BURST_TOPIC}", "2021-06-15"),
+                                                                    ("topic:Macro", "2020-02-10")}
+
+    with open(out / "timeseries.csv", newline="") as fh:
+        ts = list(csv.DictReader(fh))
+    assert {r["scope"] for r in ts} == {"all", "topic:Macro", "topic:Earnings", f"topic:{BURST_TOPIC}"}
+    assert len(ts) < 40_000, "only the window ends near data, not every minute of four years"
+    oil = [r for r in ts if r["scope"] == f"topic:{BURST_TOPIC}"]
+    assert oil and all(r["window_end"].startswith("2021-06-15") for r in oil)
+    oil_fired = next(a for a in fired if a["scope"] == f"topic:{BURST_TOPIC}")
+    at_fire = next(r for r in oil if r["window_end"] == oil_fired["window_end"])
+    assert int(at_fire["count"]) == oil_fired["count"] and int(at_fire["negative"]) == oil_fired["negative_count"]
+    assert float(at_fire["baseline_rate"]) == pytest.approx(oil_fired["baseline_rate"], abs=1e-6)
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    ev = s["evaluation"]
+    assert ev["stream"] == "long_history" and ev["events_ignored"] == 1 and ev["grace_s"] == 0
+    assert [(e["event"], e["in_span"], e["caught"]) for e in ev["events"]] == [
+        ("Oil spill", True, True), ("Quiet day", True, False), ("Before the history", False, False)]
+    oil_ev = ev["events"][0]
+    assert oil_ev["first_alert_id"] == oil_fired["alert_id"]
+    assert oil_ev["lead_time_s"] == (datetime.fromisoformat(oil_fired["window_end"])
+                                     - datetime(2021, 6, 15, 10, tzinfo=UTC)).total_seconds()
+    assert ev["events_caught"] == 1 and ev["events_total"] == 2 and ev["unmatched_alerts"] == 1
+    assert ev["unmatched"][0]["scope"] == "topic:Macro"
+    assert ev["days"] == pytest.approx(s["event_time"]["span_s"] / 86400, abs=1e-3)
+    assert ev["unmatched_per_day"] == pytest.approx(1 / ev["days"], rel=1e-3)  # 4 significant digits
+    assert json.loads((out / "summary.json").read_text())["evaluation"] == ev
+    assert "events (long_history) caught 1/2" in summary_line(s)
+
+
+def test_cli_passes_the_events_options(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import finpulse.backtest
+    from finpulse.cli import main
+
+    seen = {}
+
+    def fake(path, rules_path, out_dir, **kw):
+        seen.update(kw)
+        raise BacktestError("stop here")
+
+    monkeypatch.setattr(finpulse.backtest, "run_backtest", fake)
+    src, ev = tmp_path / "h.csv", tmp_path / "e.csv"
+    src.write_text("published_at,title\n")
+    ev.write_text("event,start,end\n")
+    res = CliRunner().invoke(main, ["backtest", str(src), "--out", str(tmp_path / "o"), "--events", str(ev),
+                                    "--events-stream", "covid", "--events-grace", "600"])
+    assert res.exit_code == 1 and "stop here" in res.output
+    assert seen["events"] == str(ev) and seen["events_stream"] == "covid" and seen["events_grace_s"] == 600
+
+
+def test_bad_events_file_is_refused_before_the_run(files, tmp_path):
+    ev = tmp_path / "e.csv"
+    ev.write_text("event,start,end\nX,2020-01-02T00:00:00Z,2020-01-01T00:00:00Z\n")
+    with pytest.raises(BacktestError, match="before start"):
+        run_backtest(files["burst"], files["rules"], tmp_path / "o", events=ev, progress=False)
+    with pytest.raises(BacktestError, match="grace"):
+        run_backtest(files["burst"], files["rules"], tmp_path / "o", events=ev, events_grace_s=-1, progress=False)
+
+
 # --- unit --------------------------------------------------------------------------------------
+
+def test_time_series_reads_and_samples_only_around_the_data():
+    s = 60
+    starts = np.array([0, 60, 600, 6000, 6060], dtype=np.int64)
+    assert _runs(starts, s, gap=10) == [(0, 660), (6000, 6120)]
+    assert _runs(starts, s, gap=10, longest=5) == [(0, 120), (600, 660), (6000, 6120)]
+    ranges = _active_ends(starts, s, 300, 60, 7200)
+    assert ranges.tolist() == [[60, 360], [660, 900], [6060, 6360]]
+    every = _sample_ends(ranges, s, 1000, [5940])
+    assert len(every) == 6 + 5 + 6 + 1 and every[0] == 60 and 5940 in every and every[-1] == 6360
+    few = _sample_ends(ranges, s, 5)
+    assert len(few) <= 5 and few.tolist() == [60, 300, 780, 6120, 6360]
+    assert _active_ends(starts, s, 300, 10_000, 20_000).shape == (0, 2)  # clipped to the span
+    # windows sum the buckets that lie in them: [e - 120, e) and [e - 300, e - 120)
+    counts = np.array([[1, 1, 0, 0, -500_000]] * 5, dtype=np.int64)
+    rows = _series_rows("all", [("r", 120, 180, None)], starts, counts, np.array([120, 300, 720, 6360]))
+    assert [(r["count"], r["negative_rate"], r["baseline_count"], r["mean_score"]) for r in rows] == [
+        (2, 1.0, 0, -0.5), (0, None, 2, None), (1, 1.0, 0, -0.5), (0, None, 1, None)]
+
+
+def test_report_spanning_years_with_events_and_volume(tmp_path):
+    day = 86400
+    t0 = int(datetime(2019, 1, 1, tzinfo=UTC).timestamp())
+    starts = np.array([t0 + k * 10 * day for k in range(146)], dtype=np.int64)
+    vol = ScopeVolume(starts=starts, n=np.full(146, 3), negative=np.ones(146, dtype=np.int64), bucket_s=60)
+    assert volume_bin(4 * 365 * day) == 14 * day
+    bs, n, neg = binned_volume(vol, 14 * day)
+    assert n.sum() == 438 and neg.sum() == 146 and len(bs) <= 110
+    rows = [{"scope": "all", "rule": "r", "ts": int(b) + 60 * k, "short_window_s": 900, "count": 3, "negative": 1,
+             "negative_rate": 1 / 3, "baseline_count": 0, "baseline_rate": 0.3, "threshold": 0.5}
+            for b in starts for k in range(1, 4)]
+    alert = {"scope": "all", "status": "fired", "window_end": iso(datetime(2021, 6, 15, 11, 15, tzinfo=UTC)),
+             "negative_rate": 0.9, "rule": "r"}
+    summary = {"file": "x.csv", "mode": "scored", "produced": 438, "alerts_fired": 1, "alerts_resolved": 0,
+               "namespace": "bt-x", "event_time": {"first": iso(datetime(2019, 1, 1, tzinfo=UTC)),
+                                                   "last": iso(datetime(2022, 12, 30, tzinfo=UTC))},
+               "evaluation": {"stream": "x", "events_caught": 1, "events_total": 1, "unmatched_alerts": 0,
+                              "unmatched_per_day": 0.0, "events": [
+                                  {"event": "Oil spill", "start": "2021-06-15T10:00:00Z", "end": "2021-06-15T18:00:00Z",
+                                   "in_span": True, "caught": True, "lead_time_s": 4500.0, "alerts": 1,
+                                   "first_alert": {"rule": "r", "scope": "all"}},
+                                  {"event": "Outside", "start": "2010-01-01T00:00:00Z", "end": "2010-01-02T00:00:00Z",
+                                   "in_span": False, "caught": False, "lead_time_s": None}]}}
+    out = tmp_path / "r.png"
+    write_report(out, {"all": rows, "topic:Empty": []}, [alert], summary, volume={"all": vol})
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 
 def test_rules_for_a_backtest_drop_endpoints_and_round_trip(tmp_path):
     shipped = tomllib.loads((REPO_ROOT / "config" / "rules.toml").read_text())

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from finpulse.core.messages import validate
 from finpulse.core.settings import Settings
 from finpulse.ingest.dedup import history_id
-from finpulse.ingest.replay import ReplayError, parse_bound, parse_history_time, read_history, replay
+from finpulse.ingest.replay import (
+    ReplayError,
+    parse_bound,
+    parse_history_time,
+    read_history,
+    replay,
+    version_id,
+)
 
 DATES_ONLY = """headline,date,stock
 Acme beats estimates,2024-03-05,ACME
@@ -135,6 +143,145 @@ def test_time_parsing_rules():
         parse_history_time("05/03/2024")
     assert parse_bound("2024-03-05") == datetime(2024, 3, 5, tzinfo=UTC).timestamp()
     assert parse_bound(datetime(2024, 3, 5)) == datetime(2024, 3, 5, tzinfo=UTC).timestamp()
+
+
+# --- de-duplication (as the crawler) -------------------------------------------------------------
+
+SYNDICATED = """title,published_at,source,url,guid
+UPDATE 1-Acme Corp shares plunge 12% after profit warning - Reuters,2024-03-05T10:05:00Z,reuters,https://r.example/a,r-1
+Acme Corp shares plunge 12% after profit warning,2024-03-05T10:00:00Z,wire,https://w.example/a?utm_source=x,w-1
+Acme Corp shares plunge 15% after profit warning,2024-03-05T10:10:00Z,other,https://o.example/a,o-1
+Acme profit warning: what it means for savers,2024-03-05T11:00:00Z,blog,https://w.example/a,b-1
+Oil steady as traders await OPEC meeting,2024-03-05T12:00:00Z,wire,https://w.example/b,w-2
+"""
+
+EDITED = """guid,title,published_at,ticker
+g-1,Bank X shares fall after results,2024-03-05T10:00:00Z,BX
+g-2,Unrelated story about retail sales,2024-03-05T10:30:00Z,
+g-1,Bank X shares slump after results,2024-03-05T11:00:00Z,BX
+g-1,Bank X shares fall after results,2024-03-05T09:00:00Z,BX
+g-1,Bank X shares fall after results,2024-03-05T09:00:00Z,BY
+g-1,Bank X shares fall after results,2024-03-05T09:00:00Z,BY
+"""
+
+
+def test_syndicated_copies_across_sources_are_marked(tmp_path):
+    path = write(tmp_path, "syn.csv", SYNDICATED)
+    rows, bad = read_history(path, id_col="guid")
+    assert bad == []
+    by_id = {r["id"]: r for r in rows}
+    assert [r["id"] for r in rows] == ["w-1", "r-1", "o-1", "b-1", "w-2"]  # event-time order
+    assert by_id["w-1"]["duplicate_of"] is None  # the first copy is the story
+    assert by_id["r-1"]["duplicate_of"] == "w-1"  # near-duplicate title from another source
+    assert by_id["o-1"]["duplicate_of"] is None  # 15% is another fact than 12%
+    assert by_id["b-1"]["duplicate_of"] == "w-1"  # the same article (canonical URL), another title
+    assert by_id["w-2"]["duplicate_of"] is None
+    for r in rows:
+        validate("news.raw", r)
+    # without dedup nothing is marked; the rows and ids are the same
+    plain, plain_bad = read_history(path, id_col="guid", dedup=False)
+    assert [r["id"] for r in plain] == [r["id"] for r in rows] and plain_bad == []
+    assert all(r["duplicate_of"] is None for r in plain)
+
+
+def test_edited_repeat_of_an_id_is_one_counted_story(tmp_path):
+    path = write(tmp_path, "ed.csv", EDITED)
+    rows, bad = read_history(path, id_col="guid")
+    # line 6 repeats line 5 (same id, title, time): tickers merged into it; line 7 adds nothing
+    assert bad == [(7, "duplicate of line 5")]
+    counted = [r for r in rows if not r["duplicate_of"]]
+    assert [(r["id"], r["published_at"]) for r in counted] == [("g-1", "2024-03-05T09:00:00.000Z"),
+                                                                ("g-2", "2024-03-05T10:30:00.000Z")]
+    assert counted[0]["tickers"] == ["BX", "BY"]  # the first by event time is the story (file line 5)
+    later = [r for r in rows if r["duplicate_of"]]
+    assert [r["duplicate_of"] for r in later] == ["g-1", "g-1"]
+    assert [r["title"] for r in later] == ["Bank X shares fall after results", "Bank X shares slump after results"]
+    assert [r["id"] for r in later] == [version_id("g-1", r["title"], r["published_at"]) for r in later]
+    assert len({r["id"] for r in rows}) == len(rows)  # every message has its own id
+    again, _ = read_history(path, id_col="guid")
+    assert [r["id"] for r in again] == [r["id"] for r in rows]  # stable across replays
+    for r in rows:
+        validate("news.raw", r)
+    # dedup=False: the old result, a reused id with another title or time is a bad row
+    plain, plain_bad = read_history(path, id_col="guid", dedup=False)
+    assert [(r["id"], r["title"]) for r in plain] == [("g-1", "Bank X shares fall after results"),
+                                                     ("g-2", "Unrelated story about retail sales")]
+    assert [line for line, _ in plain_bad] == [4, 5, 6, 7]
+    assert all("already used at line 2 by another headline" in why for _, why in plain_bad)
+
+
+def test_replay_counts_marked_duplicates(tmp_path):
+    path = write(tmp_path, "ed.csv", EDITED)
+    fake = FakeProducer()
+    res = replay(path, Settings(namespace="t-fake"), producer=fake, progress=False, id_col="guid")
+    assert (res.produced, res.marked_duplicate, len(res.bad)) == (4, 2, 1)
+    assert "2 marked duplicate" in res.summary()
+    assert sum(1 for m in fake.sent if m["duplicate_of"]) == 2
+    only_late = replay(path, Settings(namespace="t-fake"), producer=FakeProducer(), progress=False, id_col="guid",
+                       from_ts="2024-03-05T10:00:00Z")
+    assert (only_late.produced, only_late.marked_duplicate) == (3, 2)  # marks do not depend on the range
+    plain = replay(path, Settings(namespace="t-fake"), producer=FakeProducer(), progress=False, id_col="guid",
+                   dedup=False)
+    assert (plain.produced, plain.marked_duplicate, len(plain.bad)) == (2, 0, 4)
+
+
+def test_a_landing_page_link_is_warned_about(tmp_path, caplog):
+    rows = "".join(f"Story number {i} about markets today,2024-03-05T{i // 4:02d}:{i % 4 * 15:02d}:00Z,"
+                   f"https://news.example/markets\n" for i in range(30))
+    path = write(tmp_path, "landing.csv", "title,published_at,url\n" + rows)
+    with caplog.at_level("WARNING", logger="finpulse.ingest.replay"):
+        marked, _ = read_history(path)
+    assert sum(1 for r in marked if r["duplicate_of"]) == 29 and "url_col=''" in caplog.text
+    plain, _ = read_history(path, url_col="")
+    assert all(r["duplicate_of"] is None for r in plain)
+
+
+def test_cli_no_dedup_reaches_replay_and_backtest(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import finpulse.backtest
+    import finpulse.ingest.replay
+    from finpulse.backtest import BacktestError
+    from finpulse.cli import main
+
+    seen: list[tuple[str, bool]] = []
+
+    def fake_replay(path, settings, **kw):
+        seen.append(("replay", kw["dedup"]))
+        raise ReplayError("stop here")
+
+    def fake_backtest(path, rules_path, out_dir, **kw):
+        seen.append(("backtest", kw["dedup"]))
+        raise BacktestError("stop here")
+
+    monkeypatch.setattr(finpulse.ingest.replay, "replay", fake_replay)
+    monkeypatch.setattr(finpulse.backtest, "run_backtest", fake_backtest)
+    monkeypatch.setenv("FINPULSE_KAFKA_BOOTSTRAP", "localhost:1")
+    src = write(tmp_path, "h.csv", "published_at,title\n")
+    for extra in ([], ["--no-dedup"]):
+        CliRunner().invoke(main, ["replay", str(src), *extra])
+        CliRunner().invoke(main, ["backtest", str(src), "--out", str(tmp_path / "o"), *extra])
+    assert seen == [("replay", True), ("backtest", True), ("replay", False), ("backtest", False)]
+
+
+STREAMS = Path("/work/shared/streams")
+
+
+@pytest.mark.skipif(not (STREAMS / "bbc_business_2022-2024.csv").is_file(), reason="no shared streams")
+def test_real_bbc_captures_count_each_story_once():
+    path = STREAMS / "bbc_business_2022-2024.csv"
+    rows, bad = read_history(path, id_col="guid")
+    assert len(rows) + len(bad) == 2496
+    assert not [why for _, why in bad if "already used" in why]  # a reused guid is no longer a bad row
+    counted = [r for r in rows if not r["duplicate_of"]]
+    assert len(counted) < 2000  # 613 of the 2,496 guids are repeats
+    assert len({r["id"] for r in counted}) == len(counted)
+    ids, firsts = {r["id"] for r in rows}, {r["duplicate_of"] for r in rows if r["duplicate_of"]}
+    assert firsts <= ids  # duplicate_of names a message of the file ...
+    assert not [r for r in rows if r["duplicate_of"] and r["id"] in firsts]  # ... that is not marked itself
+    plain, plain_bad = read_history(path, id_col="guid", dedup=False)
+    assert all(r["duplicate_of"] is None for r in plain) and len(plain) < len(rows)
+    assert sum("already used" in why for _, why in plain_bad) > 500  # the old result
 
 
 # --- producing -----------------------------------------------------------------------------------
