@@ -26,6 +26,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 TESTS = ("wilson", "zscore", "surge")
 DEFAULT_Z = {"wilson": 2.326, "zscore": 3.0, "surge": 0.0}
 SURGE_TESTS = ("count", "rate")
+MIN_BASELINE_WINDOWS = 2
+"""A surge window is tested once its baseline holds this many windows' worth of history."""
 """The two tests a ``surge`` rule runs on every short window (see :func:`surge_pvalues`)."""
 
 
@@ -458,7 +460,9 @@ def surge_pvalues(rule: Rule, w: SurgeWindow) -> tuple[float, float, float]:
 def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = True) -> Evaluation:
     """One decision of a ``surge`` rule: both tests on every window, the smallest p-value decides.
 
-    A window takes part when it holds at least ``min_negative`` negative articles. The family of
+    A window takes part when it holds at least ``min_negative`` negative articles and its baseline is at
+    least :data:`MIN_BASELINE_WINDOWS` windows long (early in a stream's history the long windows wait:
+    a 3-day window is not judged against a day of history, nor against the prior alone). The family of
     ``len(windows) x 2`` tests is controlled with Bonferroni: a level (a false-alarm probability per
     scope and decision) is reached when the smallest p-value is below the level / that number.
 
@@ -470,7 +474,7 @@ def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = 
     m = rule.tests_per_decision
     best: tuple[float, SurgeWindow, str, float] | None = None
     for w in windows:
-        if w.negative < rule.min_negative:
+        if w.negative < rule.min_negative or w.baseline_s < MIN_BASELINE_WINDOWS * w.window_s:
             continue
         p_count, p_rate, expected = surge_pvalues(rule, w)
         for p, which in ((p_count, "count"), (p_rate, "rate")):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from finpulse.core import constants as C
+from finpulse.core import rfc3339
 from finpulse.core.codec import as_str
 
 from .exceptions import InvalidArticle
@@ -82,6 +83,13 @@ for j, _ in pairs(negs) do
 end
 return out
 """
+
+EMERGING_MIN_MENTIONS = 3
+"""Headlines (not copies of each other) that must name an unlisted name for it to get a scope."""
+EMERGING_WINDOW_S = 86400
+"""... within this much event time."""
+EMERGING_MAX = 5000
+"""Most promoted emerging entities kept per namespace (the least recently mentioned are dropped)."""
 
 RECORD_CHUNK = 512
 """Most articles of one scope counted by one script call (bounds a script's run time)."""
@@ -294,6 +302,7 @@ class WindowStore:
             except InvalidArticle as exc:
                 res.invalid.append((i, exc.reason))
         if parsed:
+            parsed = await self._emerging(parsed)
             parsed, watermark = await self._claim(parsed, res)
             await self._record(parsed, res, watermark)
         metrics = {"counted": res.counted, "duplicates": res.duplicates, "syndicated": res.syndicated,
@@ -307,6 +316,75 @@ class WindowStore:
         if res.late:
             log.info("namespace %s: %d late article(s) counted in their own buckets", self.namespace, res.late)
         return res
+
+    async def _emerging(self, parsed: list[Article]) -> list[Article]:
+        """Emerging entities: names in no company list get a scope ``entity:<name>`` once promoted.
+
+        A name is promoted when :data:`EMERGING_MIN_MENTIONS` headlines that are not copies of each
+        other mention it within :data:`EMERGING_WINDOW_S` of event time (in a multi-source stream
+        these are usually several sources; in a single-source one, distinct stories). Until then its
+        mentions wait in a sorted set in the future scope's hash tag; on promotion they are counted
+        into the new scope at their own event times, so its history starts with the story. An
+        acronym spelled out once ("Silicon Valley Bank (SVB)") is an alias of that name from then on.
+        At most :data:`EMERGING_MAX` promoted names are kept (the least recently mentioned go first).
+        """
+        ns = self.namespace
+        pairs = {a: b for art in parsed for a, b in art.expansions}
+        alias_key = C.ns_key(ns, C.ENTITY_ALIASES_KEY)
+        if pairs:
+            await self.redis.hset(alias_key, mapping=pairs)
+        names = sorted({c for art in parsed if not art.duplicate_of for c in art.candidates})
+        if not names:
+            return parsed
+        aliases = dict(zip(names, await self.redis.hmget(alias_key, names), strict=True))
+        canon = {c: (as_str(v) if v is not None else c) for c, v in aliases.items()}
+        promoted_key = C.ns_key(ns, C.ENTITIES_KEY)
+        known = await self.redis.zmscore(promoted_key, sorted(set(canon.values())))
+        promoted = {n for n, sc in zip(sorted(set(canon.values())), known, strict=True) if sc is not None}
+        mentions: dict[str, list[Article]] = {}
+        for art in parsed:
+            if art.duplicate_of:
+                continue
+            for c in dict.fromkeys(canon[c] for c in art.candidates if c in canon):
+                mentions.setdefault(c, []).append(art)
+        newly: dict[str, list[Article]] = {}
+        for name, arts in sorted(mentions.items()):
+            if name in promoted:
+                continue
+            key = C.candidate_key(ns, name)
+            pipe = self.redis.pipeline(transaction=False)
+            for a in arts:
+                pipe.zadd(key, {json.dumps([a.id, a.sentiment, a.score_micro, a.model_version, a.headline],
+                                           sort_keys=True, ensure_ascii=False): a.ts})
+            pipe.expire(key, 2 * EMERGING_WINDOW_S)
+            newest = max(a.ts for a in arts)
+            pipe.zrangebyscore(key, newest - EMERGING_WINDOW_S, "+inf")
+            waiting = [json.loads(as_str(m)) for m in (await pipe.execute())[-1]]
+            if len({m[0] for m in waiting}) >= EMERGING_MIN_MENTIONS:
+                in_batch = {a.id for a in arts}
+                newly[name] = [Article(id=i, ts=rfc3339.parse(h["published_at"]).timestamp(), sentiment=s,
+                                       score_micro=int(sm), model_version=mv, duplicate_of=None,
+                                       scopes=(f"entity:{name}",), headline=h)
+                               for i, s, sm, mv, h in waiting if i not in in_batch]
+                await self.redis.delete(key)
+        if newly:
+            log.info("namespace %s: emerging entities %s", ns, ", ".join(sorted(newly)))
+            backlog = [a for arts in newly.values() for a in arts]
+            if backlog:
+                await self._record(sorted(backlog, key=lambda a: a.ts), RecordResult(), None)
+            promoted |= set(newly)
+        now_seen = {n: max(a.ts for a in arts) for n, arts in mentions.items() if n in promoted}
+        if now_seen:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(promoted_key, now_seen, gt=True)  # GT still adds new members
+            pipe.zremrangebyrank(promoted_key, 0, -EMERGING_MAX - 1)
+            await pipe.execute()
+        out = []
+        for art in parsed:
+            extra = [f"entity:{canon[c]}" for c in art.candidates
+                     if c in canon and canon[c] in promoted and not art.duplicate_of]
+            out.append(replace(art, scopes=tuple(dict.fromkeys([*art.scopes, *extra]))) if extra else art)
+        return out
 
     async def _claim(self, parsed: list[Article], res: RecordResult) -> tuple[list[Article], float | None]:
         """Give each article the labels it was first counted with (see the module docstring).

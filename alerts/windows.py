@@ -14,6 +14,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from finpulse.core import rfc3339
 from finpulse.core.constants import ALL_SCOPE, SCOPE_TYPES, SCORE_SCALE
 from finpulse.core.tickers import normalize_ticker
 
+from .entities import Entities, canonical, extract_entities
 from .exceptions import InvalidArticle
 
 _SENTIMENTS = ("negative", "positive", "neutral")
@@ -151,6 +153,18 @@ def normalize_topic(name: Any) -> str | None:
     return s or None
 
 
+def normalize_entity(name: Any) -> str | None:
+    """Normalise an entity name for use in a scope: whitespace collapsed, braces replaced, at most 100 chars.
+
+    :param name: e.g. ``"Silicon Valley Bank"``.
+    :returns: the normalised name, or ``None`` when empty or not a string.
+    """
+    if not isinstance(name, str):
+        return None
+    s = " ".join(name.split()).replace("{", "(").replace("}", ")")[:100].strip()
+    return s or None
+
+
 def normalize_scope(scope: str) -> str:
     """Normalise a scope string given by a user or a rule file.
 
@@ -166,8 +180,8 @@ def normalize_scope(scope: str) -> str:
     kind, sep, name = s.partition(":")
     kind = kind.strip().lower()
     if not sep or kind not in SCOPE_TYPES or kind == ALL_SCOPE:
-        raise ValueError(f"scope {scope!r} must be 'all', 'topic:<name>' or 'ticker:<symbol>'")
-    norm = normalize_ticker(name) if kind == "ticker" else normalize_topic(name)
+        raise ValueError(f"scope {scope!r} must be 'all', 'topic:<name>', 'ticker:<symbol>' or 'entity:<name>'")
+    norm = {"ticker": normalize_ticker, "entity": normalize_entity}.get(kind, normalize_topic)(name)
     if norm is None:
         raise ValueError(f"scope {scope!r} has an invalid {kind} name")
     return f"{kind}:{norm}"
@@ -185,9 +199,11 @@ def scope_type(scope: str) -> str:
 def scopes_for(article: Mapping[str, Any]) -> list[str]:
     """Every scope a scored article counts in.
 
-    :param article: a ``news.scored`` message (``topic`` and ``tickers`` are used).
-    :returns: ``["all", "topic:<topic>", "ticker:<A>", "ticker:<B>", ...]``; tickers normalised,
-        de-duplicated and sorted; invalid tickers and an empty topic are left out.
+    :param article: a ``news.scored`` message (``topic``, ``tickers`` and ``title`` are used).
+    :returns: ``["all", "topic:<topic>", "ticker:<A>", ..., "entity:<Company>", ...]``; tickers
+        normalised, de-duplicated and sorted; invalid tickers and an empty topic are left out; an
+        entity scope for each known company the title names (:func:`finpulse.alerts.entities.extract_entities`).
+        Emerging entities (names in no list) get their scope from the window store once promoted.
     """
     out = [ALL_SCOPE]
     topic = normalize_topic(article.get("topic"))
@@ -198,7 +214,41 @@ def scopes_for(article: Mapping[str, Any]) -> list[str]:
         tickers = [tickers]
     syms = sorted({t for t in (normalize_ticker(x) for x in tickers) if t})
     out.extend(f"ticker:{s}" for s in syms)
+    title = article.get("title")
+    if isinstance(title, str):
+        # a company whose ticker the article carries already has its scope: ticker:<SYM>
+        covered = {_company_of(s) for s in syms}
+        names = sorted({n for n in (normalize_entity(k) for k in _entities(title).known) if n and n not in covered})
+        out.extend(f"entity:{n}" for n in names)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _company_of(symbol: str) -> str | None:
+    """The canonical company name of a ticker, if the company list has it (cached)."""
+    return normalize_entity(canonical(symbol) or "")
+
+
+@functools.lru_cache(maxsize=8192)
+def _entities(title: str) -> Entities:
+    """:func:`finpulse.alerts.entities.extract_entities` of a title, cached (each article asks twice)."""
+    return extract_entities(title)
+
+
+def entity_candidates(article: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Names in a scored article's title that no list holds (candidates for emerging entities).
+
+    :param article: a ``news.scored`` message.
+    :returns: ``(candidate names, (acronym, expansion) pairs)`` (see :func:`finpulse.alerts.entities.extract_entities`).
+    """
+    title = article.get("title")
+    if not isinstance(title, str):
+        return (), ()
+    ents = _entities(title)
+    names = tuple(n for n in (normalize_entity(c) for c in ents.candidates) if n)
+    pairs = tuple((a, b) for a, b in ((normalize_entity(x), normalize_entity(y)) for x, y in ents.expansions)
+                  if a and b)
+    return names, pairs
 
 
 @dataclass(frozen=True)
@@ -260,6 +310,8 @@ class Article:
     :param duplicate_of: id of the first copy when this is a syndicated copy, else ``None``.
     :param scopes: scopes it counts in (:func:`scopes_for`).
     :param headline: title, url, source, published_at, sentiment_score and id, for top-negative lists.
+    :param candidates: names of emerging entities the title mentions (:func:`entity_candidates`).
+    :param expansions: ``(acronym, name)`` pairs the title spells out ("Silicon Valley Bank (SVB)").
     """
 
     id: str
@@ -270,6 +322,8 @@ class Article:
     duplicate_of: str | None
     scopes: tuple[str, ...]
     headline: dict[str, Any]
+    candidates: tuple[str, ...] = ()
+    expansions: tuple[tuple[str, str], ...] = ()
 
 
 def parse_article(message: Mapping[str, Any]) -> Article:
@@ -295,6 +349,7 @@ def parse_article(message: Mapping[str, Any]) -> Article:
         raise InvalidArticle("bad_score", f"sentiment_score must be a number in [-1, 1], got {score!r}")
     dup = message.get("duplicate_of")
     mv = message.get("model_version")
+    cands, pairs = entity_candidates(message)
     headline = {
         "id": aid,
         "title": message.get("title") if isinstance(message.get("title"), str) else "",
@@ -312,4 +367,6 @@ def parse_article(message: Mapping[str, Any]) -> Article:
         duplicate_of=dup if isinstance(dup, str) and dup else None,
         scopes=tuple(scopes_for(message)),
         headline=headline,
+        candidates=cands,
+        expansions=pairs,
     )

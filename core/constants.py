@@ -42,6 +42,9 @@ CLAIM_KEY = "claim"
 SCOPES_KEY = "scopes"
 EVENT_TIME_KEY = "evtime"
 METRICS_KEY = "metrics"
+ENTITIES_KEY = "entities"        # promoted emerging entities: zset entity -> newest mention (event time)
+ENTITY_ALIASES_KEY = "entity-aliases"   # hash acronym -> the name it stands for ("SVB" -> "Silicon Valley Bank")
+CANDIDATE_KEY = "cand"           # per candidate name, in its future scope's hash tag: zset of its mentions
 
 EVENT_TIME_OLDEST = "oldest"
 EVENT_TIME_NEWEST = "newest"
@@ -81,7 +84,7 @@ DUE_KEY = "due"
 JOB_KEY = "job"
 LOG_KEY = "log"
 
-SCOPE_TYPES = ("all", "topic", "ticker")
+SCOPE_TYPES = ("all", "topic", "ticker", "entity")
 ALL_SCOPE = "all"
 
 
@@ -132,6 +135,15 @@ def rollup_key(namespace: str, scope: str, hour: int) -> str:
     :param hour: the hour's start, integer epoch seconds (a multiple of :data:`ROLLUP_SECONDS`).
     """
     return f"{rollup_key_head(namespace, scope)}{hour}"
+
+
+def candidate_key(namespace: str, name: str) -> str:
+    """Key of the mentions of a candidate emerging entity (in the hash tag of its future scope).
+
+    :param namespace: run namespace.
+    :param name: the normalised name.
+    """
+    return f"{prefix(namespace)}:{{entity:{name}}}:{CANDIDATE_KEY}"
 
 
 def seen_key(namespace: str, scope: str, bucket: int) -> str:

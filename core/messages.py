@@ -94,7 +94,7 @@ Ticker = Annotated[str, Field(pattern=TICKER_RE.pattern)]
 
 Sentiment = Literal["negative", "positive", "neutral"]
 AlertStatus = Literal["fired", "resolved"]
-ScopeType = Literal["all", "topic", "ticker"]
+ScopeType = Literal["all", "topic", "ticker", "entity"]
 Severity = Literal["info", "warning", "critical"]
 SpikeTest = Literal["wilson", "zscore", "surge"]
 PayloadEncoding = Literal["utf-8", "base64"]

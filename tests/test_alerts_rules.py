@@ -165,7 +165,12 @@ def test_parse_duration():
 
 def test_shipped_rules_file_loads():
     cfg = load_config("config/rules.toml", environ={})
-    assert [r.name for r in cfg.rules] == ["market-negative-spike", "topic-negative-spike", "ticker-negative-spike"]
+    assert [r.name for r in cfg.rules] == ["market-negative-spike", "topic-negative-spike", "ticker-negative-spike",
+                                           "market-negative-surge", "topic-negative-surge", "ticker-negative-surge",
+                                           "entity-negative-surge"]
+    surge = cfg.rules[3]
+    assert surge.test == "surge" and surge.windows_s == (3600, 21600, 86400, 259200)
+    assert surge.baseline_window_s == 14 * 86400 and surge.tests_per_decision == 8
     m = cfg.rules[0]
     assert (m.short_window_s, m.baseline_window_s, m.min_count, m.threshold) == (900, 86400, 20, 0.5)
     assert [lv.severity for lv in m.levels] == ["warning", "critical"]
