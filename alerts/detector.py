@@ -437,15 +437,15 @@ class Detector:
         oldest = await self.store.oldest_event()
         history_start = bucket_start(oldest if oldest is not None else ends[0], H)
         spans: dict[str, int] = {}
-        shorts: dict[str, int] = {}
+        reach: dict[str, int] = {}
         for rule, sc in pairs:
             spans[sc] = max(spans.get(sc, 0), rule.span_s)
-            shorts[sc] = max(shorts.get(sc, 0), rule.short_window_s)
+            reach[sc] = max(reach.get(sc, 0), rule.short_window_s)
         # Two reads per scope, as for the other rules: the short windows' reach first; the weeks of
         # baseline only where a pair has a state or a window with min_negative negatives.
         recent: dict[str, BucketSeries] = {}
         for sc in sorted(spans):
-            recent[sc] = await self.store.bucket_series(sc, max(history_start, ends[0] - shorts[sc]), ends[-1],
+            recent[sc] = await self.store.bucket_series(sc, max(history_start, ends[0] - reach[sc]), ends[-1],
                                                         hourly=True)
         needed: set[str] = set()
         for rule, sc in pairs:
@@ -472,12 +472,13 @@ class Detector:
             neg_cum = np.concatenate(([0], np.cumsum(ser.column("negative"))))
             st = states.get((rule.name, sc))
             for e in ends:
-                shorts = [ser.window(max(ser.start, e - w), e) for w in rule.windows_s]
-                if (st is None or st.status != "open") and not any(x.negative >= rule.min_negative for x in shorts):
+                in_windows = [ser.window(max(ser.start, e - w), e) for w in rule.windows_s]
+                if (st is None or st.status != "open") and not any(x.negative >= rule.min_negative
+                                                                    for x in in_windows):
                     continue
                 windows: list[SurgeWindow] = []
                 bases: dict[int, WindowStats] = {}
-                for w, short in zip(rule.windows_s, shorts, strict=True):
+                for w, win in zip(rule.windows_s, in_windows, strict=True):
                     b_end = max(e - w, ser.start)
                     b_start = max(history_start, b_end - rule.baseline_window_s, ser.start)
                     base = ser.window(b_start, b_end)
@@ -486,18 +487,18 @@ class Detector:
                     count = max(0, (b_end - b_start) // w)
                     idx = k - np.arange(count + 1) * (w // H)
                     slices = tuple(int(x) for x in (neg_cum[idx[:-1]] - neg_cum[idx[1:]])) if count else ()
-                    windows.append(SurgeWindow(window_s=w, n=short.n, negative=short.negative, baseline_n=base.n,
+                    windows.append(SurgeWindow(window_s=w, n=win.n, negative=win.negative, baseline_n=base.n,
                                                baseline_negative=base.negative, baseline_s=max(0, b_end - b_start),
                                                slices=slices))
                 ev = evaluate_surge(rule, windows, warmed_up=e - history_start >= rule.min_history_s)
                 assert ev.window_s is not None
-                short = ser.window(max(ser.start, e - ev.window_s), e)
-                d = decide(rule, sc, short, bases[ev.window_s], st, evaluation=ev)
+                deciding = ser.window(max(ser.start, e - ev.window_s), e)
+                d = decide(rule, sc, deciding, bases[ev.window_s], st, evaluation=ev)
                 if d.action == "fire" and (by := _explained_by(sc, e, ev, open_at, series)):
                     log.info("%s %s at %s folded into the open alert of %s", rule.name, sc, format_time(e), by)
                     d = Decision("none", None, ev)
                 if d.emits:
-                    alerts.append(await self._build(rule, sc, d, st, ser, short, bases[ev.window_s]))
+                    alerts.append(await self._build(rule, sc, d, st, ser, deciding, bases[ev.window_s]))
                 st = d.state
                 if st is not None and st.status == "open":
                     open_at.setdefault(sc, set()).add(e)

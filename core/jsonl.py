@@ -6,7 +6,7 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -18,8 +18,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     :param path: the file.
     """
     p = Path(path)
-    fh: IO[bytes]
-    with (gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")) as fh:
+    fh = cast(IO[bytes], gzip.open(p, "rb")) if p.suffix == ".gz" else open(p, "rb")
+    with fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue

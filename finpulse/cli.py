@@ -335,8 +335,8 @@ def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--rules", "rules_path", default="config/rules.toml", show_default=True,
-              type=click.Path(exists=True, dir_okay=False))
+@click.option("--rules", "rules_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="rules file (default: FINPULSE_RULES_FILE, else the shipped config/rules.toml)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--namespace", default=None, help="default: bt-<hash of file and rules>-<time>")
 @click.option("--scored-input", is_flag=True,
@@ -371,6 +371,7 @@ def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep
 
     cols = {k: v for k, v in dict(title_col=title_col, time_col=time_col, ticker_col=ticker_col).items()
             if v is not None}
+    rules_path = rules_path or Settings().rules_file
     try:
         summary = run_backtest(path, rules_path, out_dir, namespace=namespace, scored_input=scored_input,
                                timeout_s=timeout_s, keep=keep, progress=not quiet, tz=tz, date_only=date_only,
