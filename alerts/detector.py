@@ -57,25 +57,28 @@ def _r(x: float | None) -> float | None:
 _BREADTH = {"all": 2, "topic": 1}
 
 
-def _explained_by(scope: str, e: int, ev: Evaluation, open_at: Mapping[str, set[int]],
+def _explained_by(scope: str, e: int, ev: Evaluation, busy: Mapping[str, list[tuple[int, int]]],
                   series: Mapping[str, BucketSeries]) -> str | None:
-    """The narrower scope whose open surge alert explains a broad scope's surge at boundary ``e``.
+    """The narrower scope whose surge alert explains a broad scope's surge at boundary ``e``.
 
     A surge of ``all`` or of a topic whose deciding window holds at least half of its negative
-    headlines in one narrower scope (a ticker, entity, or for ``all`` a topic) that already has an
-    open surge alert tells the desk nothing new: it is not fired (it fires later if the surge spreads).
+    headlines in one narrower scope (a ticker, entity, or for ``all`` a topic) that has an open surge
+    alert, or one that resolved and is cooling down, tells the desk nothing new: it is not fired (it
+    fires later if the surge spreads beyond that scope).
 
     :param scope: the broad scope.
     :param e: the boundary.
     :param ev: the broad scope's evaluation (its window and negative count).
-    :param open_at: scope -> boundaries where it has an open surge alert (narrower scopes decided first).
+    :param busy: scope -> ``(from, until)`` boundaries with an open or cooling-down surge alert
+        (narrower scopes are decided first).
     :param series: the hourly series read for this range, by scope.
     """
     rank = _BREADTH.get(scope_type(scope), 0)
     if rank == 0 or ev.window_s is None:
         return None
-    for other, at in sorted(open_at.items()):
-        if e not in at or _BREADTH.get(scope_type(other), 0) >= rank or other not in series:
+    for other, spans in sorted(busy.items()):
+        if (not any(lo <= e <= hi for lo, hi in spans) or _BREADTH.get(scope_type(other), 0) >= rank
+                or other not in series):
             continue
         ser = series[other]
         k = ser.window(max(ser.start, e - ev.window_s), e).negative
@@ -463,7 +466,12 @@ class Detector:
             series[sc] = BucketSeries.join(older, recent[sc])
         alerts: list[dict] = []
         new_states: dict[tuple[str, str], RuleState | None] = {}
-        open_at: dict[str, set[int]] = {}  # scope -> boundaries where one of its surge alerts is open
+        # scope -> (from, until) boundaries where one of its surge alerts is open or cooling down
+        busy: dict[str, list[tuple[int, int]]] = {}
+        surge_rules = {r.name for r in self.rules if r.test == "surge"}
+        for (rn, sc0), st0 in states.items():
+            if rn in surge_rules and st0.status != "open" and st0.cooldown_until is not None:
+                busy.setdefault(sc0, []).append((cur, st0.cooldown_until))
         # narrow scopes first (tickers, entities, then topics, then all): a broad alert may be folded
         for rule, sc in sorted(pairs, key=lambda p: (_BREADTH.get(scope_type(p[1]), 0), p[1], p[0].name)):
             if sc not in series:
@@ -490,18 +498,23 @@ class Detector:
                     windows.append(SurgeWindow(window_s=w, n=win.n, negative=win.negative, baseline_n=base.n,
                                                baseline_negative=base.negative, baseline_s=max(0, b_end - b_start),
                                                slices=slices))
-                ev = evaluate_surge(rule, windows, warmed_up=e - history_start >= rule.min_history_s)
+                fired_w = (st.fired_end - st.fired_start if st is not None and st.status == "open"
+                           and st.fired_end is not None and st.fired_start is not None else None)
+                ev = evaluate_surge(rule, windows, warmed_up=e - history_start >= rule.min_history_s,
+                                    calm_window_s=fired_w)
                 assert ev.window_s is not None
                 deciding = ser.window(max(ser.start, e - ev.window_s), e)
                 d = decide(rule, sc, deciding, bases[ev.window_s], st, evaluation=ev)
-                if d.action == "fire" and (by := _explained_by(sc, e, ev, open_at, series)):
+                if d.action == "fire" and (by := _explained_by(sc, e, ev, busy, series)):
                     log.info("%s %s at %s folded into the open alert of %s", rule.name, sc, format_time(e), by)
                     d = Decision("none", None, ev)
                 if d.emits:
                     alerts.append(await self._build(rule, sc, d, st, ser, deciding, bases[ev.window_s]))
                 st = d.state
                 if st is not None and st.status == "open":
-                    open_at.setdefault(sc, set()).add(e)
+                    busy.setdefault(sc, []).append((e, e))
+                elif st is not None and st.cooldown_until is not None:
+                    busy.setdefault(sc, []).append((e, st.cooldown_until))
             new_states[(rule.name, sc)] = st
         return alerts, new_states
 

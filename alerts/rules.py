@@ -76,7 +76,8 @@ class Rule:
     :param resolve_below: hysteresis: an open alert becomes *calm* when the rate is below this (or the
         short window has fewer than ``min_count`` articles).
     :param resolve_hold_s: it resolves after being calm for this long (event time).
-    :param cooldown_s: after resolving, the rule does not fire again for this scope for this long.
+    :param cooldown_s: after resolving, the rule does not fire again for this scope for this long, nor on
+        a window that starts before the resolution (the same news must not alert twice).
     :param baseline_prior_rate: prior negative rate blended into the baseline (handles empty baselines).
     :param baseline_prior_weight: weight of the prior, in articles.
     :param windows_s: ``surge`` rules only: the short windows evaluated together (e.g. 1 h, 6 h,
@@ -457,7 +458,8 @@ def surge_pvalues(rule: Rule, w: SurgeWindow) -> tuple[float, float, float]:
     return p_count, p_rate, expected
 
 
-def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = True) -> Evaluation:
+def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = True,
+                   calm_window_s: int | None = None) -> Evaluation:
     """One decision of a ``surge`` rule: both tests on every window, the smallest p-value decides.
 
     A window takes part when it holds at least ``min_negative`` negative articles and its baseline is at
@@ -469,14 +471,20 @@ def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = 
     :param rule: a ``surge`` rule.
     :param windows: the rule's windows at this boundary (shortest first).
     :param warmed_up: the baseline has ``min_history_s`` of history (otherwise nothing fires).
+    :param calm_window_s: for an open alert, the width of the window it fired on: the alert is calm
+        while that window's p-value is above ``resolve_p`` (an alert that fired on six hours of news
+        resolves when those six hours calm down, not three days later when the longest window does).
     :returns: the :class:`Evaluation` of the deciding window (the statistic is ``-log10(p)``).
     """
     m = rule.tests_per_decision
     best: tuple[float, SurgeWindow, str, float] | None = None
+    calm_p = 1.0
     for w in windows:
         if w.negative < rule.min_negative or w.baseline_s < MIN_BASELINE_WINDOWS * w.window_s:
             continue
         p_count, p_rate, expected = surge_pvalues(rule, w)
+        if w.window_s == calm_window_s:
+            calm_p = min(p_count, p_rate)
         for p, which in ((p_count, "count"), (p_rate, "rate")):
             if best is None or p < best[0]:
                 best = (p, w, which, expected)
@@ -497,7 +505,8 @@ def evaluate_surge(rule: Rule, windows: list[SurgeWindow], *, warmed_up: bool = 
                       z_score=_z_of(p), wilson_lower=wilson_lower(w.negative, w.n, 2.326),
                       statistic=-math.log10(max(p, 1e-300)),
                       statistic_threshold=-math.log10(rule.levels[0].rate / m), spike=spike, level=level,
-                      fire_level=fire_level, calm=p > rule.resolve_p, window_s=w.window_s, p_value=p,
+                      fire_level=fire_level, calm=(calm_p if calm_window_s else p) > rule.resolve_p,
+                      window_s=w.window_s, p_value=p,
                       surge_test=which, expected_negative=expected)
 
 
@@ -624,6 +633,11 @@ def decide(rule: Rule, scope: str, short: WindowStats, baseline: WindowStats,
         return Decision("stay", kept, ev, state.alert_id, state.severity)
     if state is not None and state.cooldown_until is not None and E < state.cooldown_until:
         return Decision("cooldown" if ev.fire_level else "none", state, ev)
+    if (ev.fire_level and state is not None and state.cooldown_until is not None
+            and window_start < state.cooldown_until - rule.cooldown_s):
+        # the window still holds the resolved incident's news (a long surge window after a short
+        # cooldown): a new alert needs news from after that incident resolved
+        return Decision("cooldown", state, ev)
     if ev.fire_level:
         aid = make_alert_id(rule.name, scope, window_start, E)
         nxt = RuleState(status="open", alert_id=aid, severity=ev.fire_level, fired_start=int(window_start),

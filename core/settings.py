@@ -7,19 +7,65 @@ Values come, highest priority first, from keyword arguments, ``FINPULSE_*`` envi
 A *namespace* isolates runs: the live namespace (``live``) uses the plain topic names and consumer
 group; any other namespace (a backtest's ``bt-...``) suffixes topics and group with ``.<namespace>``.
 Redis keys always start with ``finpulse:<namespace>:`` (see :mod:`finpulse.core.constants`).
+
+Files shipped inside the package (``core/resources/``: the default rules, the sample feeds, the
+example webhook-secrets file, the demo sample) are located by :func:`shipped_file` through
+:mod:`importlib.resources`, so every command works from any folder after ``pip install``. In a
+checkout, ``config/rules.toml``, ``config/feeds.toml``, ``config/webhook-secrets.env.example`` and
+``data/demo/sample.jsonl`` are symbolic links to these files (one copy, nothing to keep in sync).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+#: The checkout's root (``core/`` is one of its folders). Meaningful in a checkout only (tests,
+#: scripts, training data); nothing a command needs at run time is located through it.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIVE_NAMESPACE = "live"
+RESOURCE_PACKAGE = "finpulse.core"
+RESOURCE_DIR = "resources"
+DEFAULT_RULES = "rules.toml"
+
+
+def default_cache_dir() -> Path:
+    """finpulse's cache folder when ``Settings.cache_dir`` is empty: ``$FINPULSE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/finpulse``, else ``~/.cache/finpulse`` (read at each call, not created)."""
+    explicit = os.environ.get("FINPULSE_CACHE_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "finpulse"
+
+
+def shipped_file(name: str) -> Path:
+    """The path of a file shipped in the package (``core/resources/<name>``), e.g. ``rules.toml``,
+    ``feeds.toml``, ``webhook-secrets.env.example``, ``demo/sample.jsonl``.
+
+    Installed packages and checkouts are folders, so this is the file itself; from a zipped package
+    the file is copied once to ``<cache>/resources/<name>``.
+
+    :param name: the file's path below ``resources/`` (``/``-separated).
+    :raises FileNotFoundError: when the package ships no such file.
+    """
+    res = resources.files(RESOURCE_PACKAGE).joinpath(RESOURCE_DIR, *name.split("/"))
+    if not res.is_file():
+        raise FileNotFoundError(f"{RESOURCE_PACKAGE} ships no {RESOURCE_DIR}/{name} (is the package installed whole?)")
+    if isinstance(res, Path):
+        return res
+    out = default_cache_dir() / RESOURCE_DIR / name
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(res) as tmp:
+            shutil.copyfile(tmp, out)
+    return out
 
 
 class Settings(BaseSettings):
@@ -68,8 +114,13 @@ class Settings(BaseSettings):
     :param crawl_contact: who runs this crawler, sent in its ``User-Agent`` (e.g.
         ``"Risk Desk Ltd ops@example.com"``); some publishers (the SEC) block crawlers without one,
         and the crawler warns when it is empty.
-    :param rules_file: TOML file of detection rules and webhook endpoints.
+    :param rules_file: TOML file of detection rules and webhook endpoints; empty (the default) = the
+        rules shipped in the package (``core/resources/rules.toml``, also ``config/rules.toml`` in a
+        checkout). An empty value is resolved to that file's path when the settings are built, so
+        ``settings.rules_file`` is always a path.
     :param webhook_secrets_file: optional TOML/``KEY=VALUE`` file of endpoint secrets.
+    :param cache_dir: finpulse's cache folder (the fp16 GPU model, the workers' Faust data folders);
+        empty = ``$XDG_CACHE_HOME/finpulse``, else ``~/.cache/finpulse`` (:meth:`cache_path`).
     """
 
     model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
@@ -108,12 +159,22 @@ class Settings(BaseSettings):
 
     crawl_contact: str = ""
 
-    rules_file: str = str(REPO_ROOT / "config" / "rules.toml")
+    rules_file: str = Field("", validate_default=True)
     webhook_secrets_file: str = ""
+    cache_dir: str = ""
 
     def infer_threads_resolved(self) -> int:
         """ONNX Runtime intra-op threads per inference run (``infer_threads``, or the cores / workers)."""
         return self.infer_threads or max(1, (os.cpu_count() or 1) // self.infer_workers)
+
+    def cache_path(self) -> Path:
+        """The cache folder (``cache_dir``, else :func:`default_cache_dir`); not created here."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir.strip() else default_cache_dir()
+
+    @field_validator("rules_file")
+    @classmethod
+    def _resolve_rules_file(cls, v: str) -> str:
+        return v if v.strip() else str(shipped_file(DEFAULT_RULES))
 
     @field_validator("namespace")
     @classmethod

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from finpulse import __version__
 from finpulse.core.settings import Settings
 from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 
@@ -19,6 +20,7 @@ def _setup_logging(level: str) -> None:
 
 
 @click.group()
+@click.version_option(__version__, "--version", prog_name="finpulse", message="%(prog)s %(version)s")
 @click.option("--log-level", default=os.environ.get("FINPULSE_LOG_LEVEL", "warning"), show_default=True,
               help="debug, info, warning or error (logs go to stderr)")
 def main(log_level: str) -> None:
@@ -238,11 +240,14 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up_cmd() -> None:
+@click.option("--broker", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
+              help="tansu: in-memory, starts in under a second; kafka: Apache Kafka 4 (KRaft, needs Java 17+, "
+                   "fetched from Maven Central on first use)")
+def stack_up_cmd(broker: str) -> None:
     """Start the stack in the background and print its addresses as env vars."""
     from finpulse.stack import stack_up
 
-    state = stack_up()
+    state = stack_up(broker=broker)
     click.echo(f"export FINPULSE_KAFKA_BOOTSTRAP={state['kafka_bootstrap']}")
     click.echo(f"export FINPULSE_REDIS_URL={state['redis_url']}")
 
@@ -274,19 +279,22 @@ def demo(once, sample, quiet) -> None:
 # --- ingestion ---------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--config", "config_path", default="config/feeds.toml", show_default=True,
-              type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="feeds TOML (default: the sample feeds shipped in the package, config/feeds.toml in a checkout)")
 @click.option("--once", is_flag=True, help="poll every feed once, print per-feed counts, exit")
 @click.option("--output", "output_path", default=None,
-              help="write news.raw messages to this JSONL file instead of Kafka")
+              help="write news.raw messages to this JSONL file instead of Kafka (no broker needed)")
 def crawl(config_path, once, output_path) -> None:
-    """Crawl RSS/Atom feeds into news.raw."""
+    """Crawl RSS/Atom feeds into news.raw (Kafka), or into a JSONL file with --output."""
     import asyncio
     import signal
 
+    from finpulse.core.settings import shipped_file
     from finpulse.ingest import crawler
 
-    settings = _with_stack(Settings(), need_redis=False)
+    config_path = config_path or str(shipped_file("feeds.toml"))
+    # a file sink needs no broker: only Kafka output resolves one (setting, else `finpulse stack up`)
+    settings = Settings() if output_path else _with_stack(Settings(), need_redis=False)
     if once:
         report = asyncio.run(crawler.crawl_once(config_path, settings, output=output_path))
         click.echo(report.format())

@@ -2,8 +2,11 @@
 
 Starts the embedded stack (unless ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL`` are set),
 a local webhook receiver that verifies every signature, and a ``finpulse worker`` process; then
-replays the bundled sample (``data/demo/sample.jsonl``: ~400 real headlines with assigned event
-times and a burst of negative oil news) and prints scored headlines and alerts as they flow.
+replays the bundled sample (:func:`demo_sample`, shipped in the package as
+``core/resources/demo/sample.jsonl``, linked from ``data/demo/sample.jsonl`` in a checkout: ~400 real
+headlines with assigned event times and a burst of negative oil news) and prints scored headlines and
+alerts as they flow. The rules are the shipped defaults (:func:`finpulse.core.settings.shipped_file`)
+plus an endpoint for the local receiver, so the demo runs from any folder.
 The demo namespace uses one partition, so event time is totally ordered and the run is repeatable.
 """
 
@@ -21,9 +24,9 @@ from pathlib import Path
 from aiohttp import web
 
 from finpulse.alerts.signing import verify
-from finpulse.core.settings import REPO_ROOT
+from finpulse.core.settings import DEFAULT_RULES, shipped_file
 
-DEMO_SAMPLE = REPO_ROOT / "data" / "demo" / "sample.jsonl"
+DEMO_SAMPLE = "demo/sample.jsonl"  # below the package's resources (finpulse.core.settings.shipped_file)
 SECRET_ENV = "FINPULSE_DEMO_WEBHOOK_SECRET"
 
 
@@ -84,8 +87,18 @@ class WebhookReceiver:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
+def demo_sample() -> Path:
+    """The bundled demo sample (JSONL of ``news.raw`` messages) shipped in the package."""
+    return shipped_file(DEMO_SAMPLE)
+
+
 def _rules_with_endpoint(url: str) -> str:
-    base = (REPO_ROOT / "config" / "rules.toml").read_text()
+    """The shipped default rules plus an endpoint ``demo-receiver`` at ``url`` (signed with the
+    secret in ``$FINPULSE_DEMO_WEBHOOK_SECRET``).
+
+    :param url: the local receiver's URL.
+    """
+    base = shipped_file(DEFAULT_RULES).read_text(encoding="utf-8")
     return base + f"""
 [[endpoints]]
 name = "demo-receiver"
@@ -118,7 +131,7 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
 
     from .runner import TopicReader, WorkerProcess, run_settings, stack_from_env
 
-    sample_path = Path(sample) if sample else DEMO_SAMPLE
+    sample_path = Path(sample) if sample else demo_sample()
     messages = [json.loads(line) for line in sample_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     say = lambda s: print(s, flush=True)  # noqa: E731
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -140,7 +153,7 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
         receiver = WebhookReceiver(secret, on_alert).start()
         workdir = Path(tempfile.mkdtemp(prefix="finpulse-demo-"))
         rules = workdir / "rules.toml"
-        rules.write_text(_rules_with_endpoint(receiver.url))
+        rules.write_text(_rules_with_endpoint(receiver.url), encoding="utf-8")
         settings = run_settings(stack, ns, rules_file=str(rules))
         ensure_topics(settings, settings.all_topics())
         log_path = workdir / "worker.log"

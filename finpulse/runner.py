@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from finpulse.core.settings import REPO_ROOT, Settings
+from finpulse.core.settings import Settings
 
 
 def stack_from_env(kafka_bootstrap: str | None = None, redis_url: str | None = None):
@@ -62,7 +62,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A ``finpulse worker`` subprocess of a run (stdout and stderr go to ``log_path``).
+    """A ``finpulse worker`` subprocess of a run (stdout and stderr go to ``log_path``), started in the
+    current folder, where it writes nothing (Faust's data folder is under the cache, see
+    :func:`finpulse.stream.app.faust_options`).
 
     :param settings: the run's settings (see :func:`worker_env`).
     :param log_path: the worker's log file (appended).
@@ -75,8 +77,10 @@ class WorkerProcess:
         self.log_path = Path(log_path)
         env = worker_env(settings, **dict(extra_env or {}))
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "--log-level", log_level, "worker"],
-                                         env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            # the caller's folder (relative FINPULSE_CONFIG / model paths keep their meaning); -P keeps
+            # it off sys.path, so nothing there can shadow a module. Faust's data folder is in the cache.
+            self.proc = subprocess.Popen([sys.executable, "-P", "-m", "finpulse.cli", "--log-level", log_level,
+                                          "worker"], env=env, stdout=logf, stderr=subprocess.STDOUT)
 
     @property
     def returncode(self) -> int | None:

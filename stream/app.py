@@ -76,12 +76,21 @@ def current() -> Worker:
 
 
 def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    """The Faust app options for ``settings`` (pure).
+    """The Faust app options for ``settings`` (pure but for creating the cache folder).
+
+    Faust's data folder (``datadir``; it holds nothing with the in-memory table store, but Faust
+    creates it) lives under the cache, ``<Settings.cache_path()>/faust/<consumer group>``, never in
+    the current directory. Faust creates only its last component, so its parent is created here.
 
     :param settings: the worker's settings.
     :param bootstrap: ``host:port[,host:port]`` of the Kafka cluster.
     """
+    faust_dir = settings.cache_path().absolute() / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
+    # Faust formats the path with str.format (``{conf.name}``): escape braces of the user's path
+    datadir = str(faust_dir / settings.group_id).replace("{", "{{").replace("}", "}}")
     return dict(
+        datadir=datadir,
         broker=[f"kafka://{hp.strip()}" for hp in bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",

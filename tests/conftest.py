@@ -1,6 +1,8 @@
-"""Shared fixtures: a real Kafka-compatible broker (Tansu) and a real redis-server.
+"""Shared fixtures: a real Kafka broker and a real redis-server.
 
-Set ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL`` to run against servers of your own.
+The broker is Tansu unless ``FINPULSE_TEST_BROKER=kafka`` asks for Apache Kafka 4 (a KRaft node, fetched
+from Maven Central on first use; see ``docs/pipeline.md``). Set ``FINPULSE_KAFKA_BOOTSTRAP`` /
+``FINPULSE_REDIS_URL`` to run against servers of your own.
 """
 
 from __future__ import annotations
@@ -11,14 +13,46 @@ import uuid
 import pytest
 import pytest_asyncio  # noqa: F401  (only to fail early with a clear message if missing)
 
-from finpulse.stack import EmbeddedStack
+from finpulse.stack import BROKERS, EmbeddedStack
+
+
+def session_broker() -> str:
+    """The broker of the test session: ``FINPULSE_TEST_BROKER`` (``tansu`` or ``kafka``), ``tansu`` by default."""
+    broker = os.environ.get("FINPULSE_TEST_BROKER", "tansu").strip().lower() or "tansu"
+    if broker not in BROKERS:
+        raise pytest.UsageError(f"FINPULSE_TEST_BROKER={broker!r}: expected one of {', '.join(BROKERS)}")
+    return broker
+
+
+
+
+def require_apache_kafka() -> None:
+    """Skip the test when Apache Kafka cannot be run here (no Java, or no cached jars and no mvn)."""
+    from finpulse.kafka_dist import kafka_available
+
+    if not kafka_available():
+        pytest.skip("Apache Kafka needs Java 17+ and mvn (or jars already cached); see docs/pipeline.md")
 
 
 @pytest.fixture(scope="session")
 def stack():
     """One broker and one Redis for the whole test session."""
+    broker = session_broker()
+    if broker == "kafka" and not os.environ.get("FINPULSE_KAFKA_BOOTSTRAP"):
+        require_apache_kafka()
     with EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
-                       redis_url=os.environ.get("FINPULSE_REDIS_URL", "")) as s:
+                       redis_url=os.environ.get("FINPULSE_REDIS_URL", ""), broker=broker) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(stack):
+    """A stack whose broker is Apache Kafka: the session's when it is, else one more (sharing its Redis)."""
+    if stack.broker == "kafka":
+        yield stack
+        return
+    require_apache_kafka()
+    with EmbeddedStack(redis_url=stack.redis_url, broker="kafka") as s:
         yield s
 
 

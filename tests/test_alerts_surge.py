@@ -156,3 +156,11 @@ def test_surge_rules_are_validated():
     with pytest.raises(ConfigError):
         rule(resolve_p=0.001)                                            # below the warning level
     assert rule().short_window_s == 3 * DAY and rule().span_s == 17 * DAY
+
+
+def test_an_open_alert_is_calm_when_the_window_it_fired_on_calms():
+    """Three days after a six-hour burst the 3-day window still holds it; the alert resolves on its 6 h."""
+    r = rule()
+    after = windows_for(3 / 24, 0.5 / 24, {3 * DAY: (14, 7)})   # only the 3-day window still remembers
+    assert evaluate_surge(r, after).calm is False                # judged on every window: not calm
+    assert evaluate_surge(r, after, calm_window_s=6 * H).calm is True

@@ -140,3 +140,139 @@ def test_worker_accepts_every_log_level(level, stack, namespace, tmp_path):
     proc.terminate()
     out = proc.communicate(timeout=30)[0]
     assert alive, out[-2000:]
+
+
+# --- installable anywhere: package data, no files in the current folder, no broker for files ------
+
+def test_version_is_the_installed_distributions(runner):
+    from importlib.metadata import version
+
+    import finpulse
+
+    res = runner.invoke(main, ["--version"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == f"finpulse {finpulse.__version__}"
+    assert finpulse.__version__ == version("finpulse"), "finpulse/__init__.py and pyproject.toml disagree"
+
+
+def test_shipped_files_are_the_checkouts_config_files(monkeypatch, tmp_path):
+    """One copy: config/* and data/demo/sample.jsonl are links to the package's resources."""
+    import tomllib
+
+    from finpulse.core.settings import REPO_ROOT, Settings, shipped_file
+    from finpulse.ingest.feeds import load_feeds
+
+    pairs = {"rules.toml": "config/rules.toml", "feeds.toml": "config/feeds.toml",
+             "webhook-secrets.env.example": "config/webhook-secrets.env.example",
+             "demo/sample.jsonl": "data/demo/sample.jsonl"}
+    for name, checkout in pairs.items():
+        shipped = shipped_file(name)
+        assert shipped.is_file() and shipped.parent.name in ("resources", "demo")
+        assert (REPO_ROOT / checkout).read_bytes() == shipped.read_bytes(), f"{checkout} drifted from {name}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FINPULSE_RULES_FILE", raising=False)
+    monkeypatch.delenv("FINPULSE_CONFIG", raising=False)
+    settings = Settings()
+    assert settings.rules_file == str(shipped_file("rules.toml"))  # empty = the shipped rules
+    assert Settings(rules_file="my.toml").rules_file == "my.toml"
+    assert tomllib.loads(shipped_file("rules.toml").read_text())["rules"]
+    assert load_feeds(shipped_file("feeds.toml"))
+    with pytest.raises(FileNotFoundError):
+        shipped_file("nope.toml")
+
+
+def test_demo_rules_and_sample_come_from_the_package(monkeypatch, tmp_path):
+    import tomllib
+
+    from finpulse.alerts.config import load_config
+    from finpulse.demo import _rules_with_endpoint, demo_sample
+
+    monkeypatch.chdir(tmp_path)
+    assert sum(1 for line in demo_sample().read_text().splitlines() if line.strip()) == 398
+    rules = tmp_path / "rules.toml"
+    rules.write_text(_rules_with_endpoint("http://127.0.0.1:9/hook"))
+    assert tomllib.loads(rules.read_text())["endpoints"][-1]["name"] == "demo-receiver"
+    assert load_config(rules, environ={"FINPULSE_DEMO_WEBHOOK_SECRET": "whsec_" + "QUJD" * 8}).endpoints
+
+
+def test_faust_data_folder_is_in_the_cache(monkeypatch, tmp_path):
+    from finpulse.core.settings import Settings
+    from finpulse.stream.app import faust_options
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FINPULSE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    opts = faust_options(Settings(namespace="t-x"), "127.0.0.1:9092")
+    assert opts["datadir"] == str(tmp_path / "xdg" / "finpulse" / "faust" / "finpulse.t-x")
+    assert (tmp_path / "xdg" / "finpulse" / "faust").is_dir()  # Faust creates only the last folder
+    opts = faust_options(Settings(cache_dir=str(tmp_path / "c{x}")), "127.0.0.1:9092")
+    assert opts["datadir"] == str(tmp_path / "c{{x}}" / "faust" / "finpulse")  # Faust str.format()s it
+
+
+def test_worker_writes_nothing_in_the_current_folder(stack, namespace, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cwd, cache = tmp_path / "cwd", tmp_path / "cache"
+    cwd.mkdir()
+    env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
+           "FINPULSE_NAMESPACE": namespace, "FINPULSE_CACHE_DIR": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "worker"], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not (cache / "faust" / f"finpulse.{namespace}").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = proc.poll() is None
+    proc.terminate()
+    out = proc.communicate(timeout=30)[0]
+    assert alive, out[-2000:]
+    assert (cache / "faust" / f"finpulse.{namespace}").is_dir(), out[-2000:]
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.fixture
+def feed_url(tmp_path):
+    """tests/feeds/rss20.xml served by http.server on 127.0.0.1 (a thread)."""
+    import functools
+    import http.server
+    import shutil
+    from pathlib import Path
+
+    root = tmp_path / "www"
+    root.mkdir()
+    shutil.copy(Path(__file__).parent / "feeds" / "rss20.xml", root / "rss20.xml")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/rss20.xml"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_crawl_once_to_a_file_needs_no_broker(runner, feed_url, tmp_path, monkeypatch):
+    from finpulse.core.messages import validate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FINPULSE_STACK_STATE", str(tmp_path / "no-stack.json"))  # no `finpulse stack up` either
+    for var in ("FINPULSE_KAFKA_BOOTSTRAP", "FINPULSE_REDIS_URL", "FINPULSE_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[[feeds]]\nname = "local"\nurl = "{feed_url}"\n')
+    out = tmp_path / "out" / "raw.jsonl"
+    res = runner.invoke(main, ["crawl", "--config", str(feeds), "--once", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "local" in res.stdout and "0 failed" in res.stdout
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert msgs and all(m["source"] == "local" for m in msgs)
+    for m in msgs:
+        validate("news.raw", m)
+    # Kafka output still needs a broker, and says so
+    res = runner.invoke(main, ["crawl", "--config", str(feeds), "--once"])
+    assert res.exit_code != 0 and "FINPULSE_KAFKA_BOOTSTRAP" in str(res.exception)
