@@ -28,17 +28,21 @@ def running_stack() -> dict[str, Any] | None:
     return state
 
 
+def _resolve(given: str, field: str, what: str, env: str) -> str:
+    if given:
+        return given
+    state = running_stack()
+    if state is not None:
+        return str(state[field])
+    raise RuntimeError(f"no {what} configured: set {env} or run `finpulse stack up`")
+
+
 def resolve_bootstrap(settings: Settings) -> str:
     """The Kafka bootstrap: the setting, else the running ``finpulse stack up`` stack.
 
     :raises RuntimeError: when neither is available, saying what to do.
     """
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    state = running_stack()
-    if state is not None:
-        return str(state["kafka_bootstrap"])
-    raise RuntimeError("no Kafka configured: set FINPULSE_KAFKA_BOOTSTRAP or run `finpulse stack up`")
+    return _resolve(settings.kafka_bootstrap, "kafka_bootstrap", "Kafka", "FINPULSE_KAFKA_BOOTSTRAP")
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -46,9 +50,4 @@ def resolve_redis_url(settings: Settings) -> str:
 
     :raises RuntimeError: when neither is available, saying what to do.
     """
-    if settings.redis_url:
-        return settings.redis_url
-    state = running_stack()
-    if state is not None:
-        return str(state["redis_url"])
-    raise RuntimeError("no Redis configured: set FINPULSE_REDIS_URL or run `finpulse stack up`")
+    return _resolve(settings.redis_url, "redis_url", "Redis", "FINPULSE_REDIS_URL")

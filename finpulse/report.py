@@ -161,6 +161,15 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+
+def _duration(seconds: int) -> str:
+    """``15 min``, ``6 h``, ``3 d``: a window's width for a panel title."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
 def write_report(path: str | Path, series: Mapping[str, list[dict]], alerts: list[dict],
                  summary: Mapping[str, Any], *, volume: Mapping[str, ScopeVolume] | None = None) -> None:
     """``report.png``: per scope with data (alerted scopes first), the short window's negative rate,
@@ -234,7 +243,10 @@ def write_report(path: str | Path, series: Mapping[str, list[dict]], alerts: lis
         ax = fig.add_subplot(gs[i // ncols, i % ncols], sharex=axes[0] if axes else None)
         axes.append(ax)
         rows = series.get(scope, [])
-        rule = rows[0]["rule"] if rows else ""
+        # the panel follows the rule that alerted on this scope (else the first rule watching it)
+        alerted_rules = [a["rule"] for a in alerts if a["scope"] == scope]
+        rule = alerted_rules[0] if alerted_rules and any(r["rule"] == alerted_rules[0] for r in rows) else (
+            rows[0]["rule"] if rows else "")
         rows = [r for r in rows if r["rule"] == rule]
         if scope in volume and volume[scope].total:
             ax2 = ax.twinx()
@@ -279,10 +291,10 @@ def write_report(path: str | Path, series: Mapping[str, list[dict]], alerts: lis
             ax.plot([num(rfc3339.parse(a["window_end"]).timestamp())], [a["negative_rate"]], ls="none",
                     marker="v" if fired else "o", ms=8, color="tab:red" if fired else "tab:green",
                     markeredgecolor="black", markeredgewidth=0.5, zorder=5)
-        w_min = rows[0]["short_window_s"] // 60 if rows else 0
+        window_name = _duration(rows[0]["short_window_s"]) if rows else "no"
         nal = sum(1 for a in alerts if a["scope"] == scope and a["status"] == "fired")
         total = volume[scope].total if scope in volume else None
-        ax.set_title(f"{scope}  ({f'{total} headlines, ' if total is not None else ''}{w_min} min window"
+        ax.set_title(f"{scope}  ({f'{total} headlines, ' if total is not None else ''}{window_name} window"
                      f"{', rule ' + rule if rule else ''}{f', {nal} alert(s)' if nal else ''})",
                      fontsize=9, loc="left")
         ax.set_ylim(-0.03, 1.12)

@@ -15,14 +15,17 @@ of the int8 model or slightly better; ``finpulse evaluate --variant fp16`` measu
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from finpulse.core.settings import default_cache_dir
+
 log = logging.getLogger(__name__)
 
-CACHE_DIR = Path(os.environ.get("FINPULSE_CACHE_DIR", Path.home() / ".cache" / "finpulse"))
+#: where fp16 models are cached; ``None`` = finpulse's cache folder (``FINPULSE_CACHE_DIR``, else
+#: ``$XDG_CACHE_HOME/finpulse``, else ``~/.cache/finpulse``), looked up at each call
+CACHE_DIR: Path | None = None
 
 
 def _dequant(inits: dict, q: str, scale: str, zero: str) -> np.ndarray:
@@ -132,7 +135,7 @@ def fp16_model_path(manifest: dict) -> Path:
     import onnx
 
     entry = manifest["files"]["cpu"]
-    out = CACHE_DIR / f"{entry['sha256'][:24]}.fp16.onnx"
+    out = (CACHE_DIR or default_cache_dir()) / f"{entry['sha256'][:24]}.fp16.onnx"
     if not out.exists():
         src = Path(manifest["_dir"]) / entry["path"]
         log.info("building the fp16 GPU model from %s (once per model version) -> %s", src.name, out)

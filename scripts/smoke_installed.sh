@@ -3,7 +3,7 @@
 # outside the checkout, and run the user-facing commands from an empty folder, where nothing of the
 # checkout can be found by accident. Exits non-zero on the first failure, naming the step.
 #
-#   scripts/smoke_installed.sh            # ~3-5 minutes, most of it creating the venv and installing
+#   scripts/smoke_installed.sh            # ~2 minutes on 2 cores, half of it creating the venv and installing
 #   KEEP=1 scripts/smoke_installed.sh     # keep the temporary folder (printed) for a look afterwards
 #   PYTHON=python3.12 scripts/...         # the interpreter of the fresh venv (default python3, >= 3.11)
 #
@@ -98,6 +98,9 @@ export PATH="$VBIN:$PATH"
 [ "$(command -v finpulse)" = "$VBIN/finpulse" ] || fail "finpulse is not the venv's ($(command -v finpulse))"
 "$VBIN/python" -c 'import finpulse.cli, sys; sys.exit("/src/" in finpulse.cli.__file__)' \
   || fail "finpulse is imported from the source copy, not the installed wheel"
+
+run resources "$VBIN/python" -c 'from finpulse.core.settings import shipped_file as f
+for name in ("rules.toml", "feeds.toml", "webhook-secrets.env.example", "demo/sample.jsonl"): print(f(name))'
 
 run version finpulse --version
 grep -qx "finpulse $("$VBIN/python" -c 'from importlib.metadata import version; print(version("finpulse"))')" \
