@@ -221,8 +221,9 @@ class KafkaNode:
     def _java(self, main: str, *args: str) -> list[str]:
         libs = fetch_kafka(self.version or None)
         log_dir = self.log_dir or self.data_dir
-        return [java_binary(), *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                f"-Dkafka.logs.dir={log_dir}", "-cp", f"{libs}/*", main, *args]
+        # without the shipped config (package data missing) Log4j2 falls back to errors on the console
+        logging = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"] if LOG4J_CONFIG.exists() else []
+        return [java_binary(), *JVM_OPTS, *logging, f"-Dkafka.logs.dir={log_dir}", "-cp", f"{libs}/*", main, *args]
 
     def formatted(self) -> bool:
         """Whether the log directory was formatted (holds ``meta.properties``)."""
