@@ -446,10 +446,8 @@ class Detector:
             reach[sc] = max(reach.get(sc, 0), rule.short_window_s)
         # Two reads per scope, as for the other rules: the short windows' reach first; the weeks of
         # baseline only where a pair has a state or a window with min_negative negatives.
-        recent: dict[str, BucketSeries] = {}
-        for sc in sorted(spans):
-            recent[sc] = await self.store.bucket_series(sc, max(history_start, ends[0] - reach[sc]), ends[-1],
-                                                        hourly=True)
+        recent = await self.store.hourly_series_many(
+            {sc: (max(history_start, ends[0] - reach[sc]), ends[-1]) for sc in sorted(spans)})
         needed: set[str] = set()
         for rule, sc in pairs:
             r = recent[sc]
@@ -459,11 +457,9 @@ class Detector:
                     bool((cum[hi] - cum[np.maximum(0, hi - w // H)] >= rule.min_negative).any())
                     for w in rule.windows_s):
                 needed.add(sc)
-        series: dict[str, BucketSeries] = {}
-        for sc in sorted(needed):
-            lo = max(history_start, ends[0] - spans[sc])
-            older = await self.store.bucket_series(sc, lo, recent[sc].start, hourly=True)
-            series[sc] = BucketSeries.join(older, recent[sc])
+        older = await self.store.hourly_series_many(
+            {sc: (max(history_start, ends[0] - spans[sc]), recent[sc].start) for sc in sorted(needed)})
+        series = {sc: BucketSeries.join(older[sc], recent[sc]) for sc in sorted(needed)}
         alerts: list[dict] = []
         new_states: dict[tuple[str, str], RuleState | None] = {}
         # scope -> (from, until) boundaries where one of its surge alerts is open or cooling down

@@ -543,16 +543,22 @@ class WindowStore:
         H = C.ROLLUP_SECONDS
         if not hourly and not versions and nb * s > 3 * H:
             # long reads (a detector chunk) skip the hours the roll-ups show empty: time follows the
-            # data, not the span (both are written by the same script, so they agree)
+            # data, not the span (both are written by the same script, so they agree); runs of busy
+            # hours are read in one call each, and a mostly busy span is read whole
             hours = await self.bucket_series(scope, start, end, hourly=True)
-            counts = np.zeros((nb, len(BucketSeries.FIELDS)), dtype=np.int64)
-            busy = np.flatnonzero(hours.column("n"))
-            for i in busy:
-                lo = max(start, hours.start + int(i) * H)
-                hi = min(end, lo - lo % H + H)
-                part = await self.bucket_series(scope, lo, hi)
-                counts[(lo - start) // s:(hi - start) // s] = part._counts
-            return BucketSeries(scope, start, s, counts=counts)
+            busy = hours.column("n") > 0
+            if busy.mean() <= 0.5:
+                counts = np.zeros((nb, len(BucketSeries.FIELDS)), dtype=np.int64)
+                edges = np.flatnonzero(np.diff(np.concatenate(([0], busy.astype(np.int8), [0]))))
+                for i, j in zip(edges[::2], edges[1::2], strict=True):
+                    lo = max(start, hours.start + int(i) * H)
+                    hi = min(end, hours.start + int(j) * H)
+                    if hi > lo:
+                        part = await self._dense_series(scope, lo, hi)
+                        counts[(lo - start) // s:(hi - start) // s] = part
+                return BucketSeries(scope, start, s, counts=counts)
+        if not hourly and not versions:
+            return BucketSeries(scope, start, s, counts=await self._dense_series(scope, start, end))
         chunk = 2000
         for off in range(0, nb, chunk):
             keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
@@ -580,6 +586,53 @@ class WindowStore:
             return BucketSeries(scope, start, s, rows)
         counts = np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)
         return BucketSeries(scope, start, s, counts=counts)
+
+    async def hourly_series_many(self, ranges: Mapping[str, tuple[float, float]]) -> dict[str, BucketSeries]:
+        """The hourly roll-ups of several scopes in one round trip (one pipelined script call per scope).
+
+        :param ranges: scope -> ``(start_ts, end_ts)``, as :meth:`bucket_series` with ``hourly=True``.
+        :returns: scope -> its series.
+        """
+        H = C.ROLLUP_SECONDS
+        pipe = self.redis.pipeline(transaction=False)
+        meta: list[tuple[str, str, int, int]] = []
+        for scope, (a, b) in ranges.items():
+            sc = normalize_scope(scope)
+            start, end = bucket_start(a, H), bucket_ceil(b, H)
+            nb = max(0, (end - start) // H)
+            if nb > MAX_SERIES_BUCKETS:
+                raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
+            if nb:
+                head = C.rollup_key_head(self.namespace, sc)
+                await self._series(keys=[f"{head}{t}" for t in range(start, end, H)], args=[], client=pipe)
+            meta.append((scope, sc, start, nb))
+        replies = iter(await pipe.execute()) if any(nb for *_, nb in meta) else iter(())
+        out: dict[str, BucketSeries] = {}
+        width = len(BucketSeries.FIELDS)
+        for scope, sc, start, nb in meta:
+            if nb:
+                vals = np.fromstring(as_str(next(replies)), dtype=np.int64, sep=",")
+                if vals.size != nb * width:
+                    raise RuntimeError(f"series of {sc}: {vals.size} counters read for {nb} buckets")
+                counts = vals.reshape(-1, width)
+            else:
+                counts = np.zeros((0, width), dtype=np.int64)
+            out[scope] = BucketSeries(sc, start, H, counts=counts)
+        return out
+
+    async def _dense_series(self, scope: str, start: int, end: int) -> np.ndarray:
+        """The bucket counters of ``scope`` over ``[start, end)`` (bucket boundaries), one row per bucket."""
+        s = self.bucket_seconds
+        head = C.bucket_key_head(self.namespace, scope)
+        parts: list[np.ndarray] = []
+        for off in range(start, end, 2000 * s):
+            keys = [f"{head}{b}" for b in range(off, min(end, off + 2000 * s), s)]
+            raw = as_str(await self._series(keys=keys, args=[]))
+            vals = np.fromstring(raw, dtype=np.int64, sep=",")
+            if vals.size != len(keys) * len(BucketSeries.FIELDS):
+                raise RuntimeError(f"series of {scope}: {vals.size} counters read for {len(keys)} buckets")
+            parts.append(vals.reshape(-1, len(BucketSeries.FIELDS)))
+        return np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)
 
     async def stats(self, scope: str, end_ts: float, window_s: int) -> WindowStats:
         """Counts of ``scope`` over the window ``[end - window_s, end)``.
