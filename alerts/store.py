@@ -238,6 +238,14 @@ class BucketSeries:
         return col[first:first + len(ends)] - col[lo:lo + len(ends)]
 
 
+def _parse_counts(reply: Any, buckets: int, scope: str) -> np.ndarray:
+    """The reply of the series script (``n,negative,...`` per key) as an array of shape ``(buckets, 5)``."""
+    vals = np.fromstring(as_str(reply), dtype=np.int64, sep=",")
+    if vals.size != buckets * len(BucketSeries.FIELDS):
+        raise RuntimeError(f"series of {scope}: {vals.size} counters read for {buckets} buckets")
+    return vals.reshape(-1, len(BucketSeries.FIELDS))
+
+
 class WindowStore:
     """Per-scope rolling windows of one namespace in Redis.
 
@@ -538,7 +546,6 @@ class WindowStore:
         if nb > MAX_SERIES_BUCKETS:
             raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
         rows: list[dict] = []
-        parts: list[np.ndarray] = []
         head = (C.rollup_key_head if hourly else C.bucket_key_head)(self.namespace, scope)
         H = C.ROLLUP_SECONDS
         if not hourly and not versions and nb * s > 3 * H:
@@ -557,35 +564,24 @@ class WindowStore:
                         part = await self._dense_series(scope, lo, hi)
                         counts[(lo - start) // s:(hi - start) // s] = part
                 return BucketSeries(scope, start, s, counts=counts)
-        if not hourly and not versions:
-            return BucketSeries(scope, start, s, counts=await self._dense_series(scope, start, end))
-        chunk = 2000
-        for off in range(0, nb, chunk):
-            keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + chunk) * s), s)]
-            if versions:
-                pipe = self.redis.pipeline(transaction=False)
-                for k in keys:
-                    pipe.hgetall(k)
-                for raw in await pipe.execute():
-                    row: dict = {f: 0 for f in C.BUCKET_FIELDS}
-                    row["mv"] = {}
-                    for k, v in raw.items():
-                        k = as_str(k)
-                        if k.startswith(C.MODEL_VERSION_FIELD_PREFIX):
-                            row["mv"][k[len(C.MODEL_VERSION_FIELD_PREFIX):]] = int(v)
-                        elif k in row:
-                            row[k] = int(v)
-                    rows.append(row)
-            else:
-                raw = as_str(await self._series(keys=keys, args=[]))
-                vals = np.fromstring(raw, dtype=np.int64, sep=",")
-                if vals.size != len(keys) * len(BucketSeries.FIELDS):
-                    raise RuntimeError(f"series of {scope}: {vals.size} counters read for {len(keys)} buckets")
-                parts.append(vals.reshape(-1, len(BucketSeries.FIELDS)))
-        if versions:
-            return BucketSeries(scope, start, s, rows)
-        counts = np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)
-        return BucketSeries(scope, start, s, counts=counts)
+        if not versions:
+            return BucketSeries(scope, start, s, counts=await self._dense_series(scope, start, end, hourly=hourly))
+        for off in range(0, nb, 2000):
+            keys = [f"{head}{b}" for b in range(start + off * s, min(end, start + (off + 2000) * s), s)]
+            pipe = self.redis.pipeline(transaction=False)
+            for k in keys:
+                pipe.hgetall(k)
+            for raw in await pipe.execute():
+                row: dict = {f: 0 for f in C.BUCKET_FIELDS}
+                row["mv"] = {}
+                for k, v in raw.items():
+                    k = as_str(k)
+                    if k.startswith(C.MODEL_VERSION_FIELD_PREFIX):
+                        row["mv"][k[len(C.MODEL_VERSION_FIELD_PREFIX):]] = int(v)
+                    elif k in row:
+                        row[k] = int(v)
+                rows.append(row)
+        return BucketSeries(scope, start, s, rows)
 
     async def hourly_series_many(self, ranges: Mapping[str, tuple[float, float]]) -> dict[str, BucketSeries]:
         """The hourly roll-ups of several scopes in one round trip (one pipelined script call per scope).
@@ -610,28 +606,18 @@ class WindowStore:
         out: dict[str, BucketSeries] = {}
         width = len(BucketSeries.FIELDS)
         for scope, sc, start, nb in meta:
-            if nb:
-                vals = np.fromstring(as_str(next(replies)), dtype=np.int64, sep=",")
-                if vals.size != nb * width:
-                    raise RuntimeError(f"series of {sc}: {vals.size} counters read for {nb} buckets")
-                counts = vals.reshape(-1, width)
-            else:
-                counts = np.zeros((0, width), dtype=np.int64)
+            counts = _parse_counts(next(replies), nb, sc) if nb else np.zeros((0, width), dtype=np.int64)
             out[scope] = BucketSeries(sc, start, H, counts=counts)
         return out
 
-    async def _dense_series(self, scope: str, start: int, end: int) -> np.ndarray:
-        """The bucket counters of ``scope`` over ``[start, end)`` (bucket boundaries), one row per bucket."""
-        s = self.bucket_seconds
-        head = C.bucket_key_head(self.namespace, scope)
+    async def _dense_series(self, scope: str, start: int, end: int, *, hourly: bool = False) -> np.ndarray:
+        """The counters of ``scope`` over ``[start, end)`` (boundaries), one row per bucket or roll-up hour."""
+        s = C.ROLLUP_SECONDS if hourly else self.bucket_seconds
+        head = (C.rollup_key_head if hourly else C.bucket_key_head)(self.namespace, scope)
         parts: list[np.ndarray] = []
         for off in range(start, end, 2000 * s):
             keys = [f"{head}{b}" for b in range(off, min(end, off + 2000 * s), s)]
-            raw = as_str(await self._series(keys=keys, args=[]))
-            vals = np.fromstring(raw, dtype=np.int64, sep=",")
-            if vals.size != len(keys) * len(BucketSeries.FIELDS):
-                raise RuntimeError(f"series of {scope}: {vals.size} counters read for {len(keys)} buckets")
-            parts.append(vals.reshape(-1, len(BucketSeries.FIELDS)))
+            parts.append(_parse_counts(await self._series(keys=keys, args=[]), len(keys), scope))
         return np.concatenate(parts) if parts else np.zeros((0, len(BucketSeries.FIELDS)), dtype=np.int64)
 
     async def stats(self, scope: str, end_ts: float, window_s: int) -> WindowStats:
