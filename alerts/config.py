@@ -11,6 +11,7 @@ typed :class:`AlertsConfig` returned by :func:`load_config`. Every problem is a
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import random
@@ -26,8 +27,10 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from finpulse.core import constants as C
+from finpulse.core.settings import shipped_file
 
 from .exceptions import ConfigError
+from .netguard import check_endpoint_host
 from .render import FORMATS
 from .rules import Level, Rule, severity_rank
 from .signing import secret_key
@@ -41,7 +44,7 @@ _RULE_KEYS = {"name", "scope_type", "scopes", "short_window", "baseline_window",
               "test", "z", "min_lift", "resolve_below", "resolve_hold", "cooldown", "baseline_prior_rate",
               "baseline_prior_weight", "description", "windows", "min_negative", "resolve_p", "min_history",
               "prior_negatives_per_day", "prior_days", "rate_baseline_cap", "min_ratio"}
-_ENDPOINT_KEYS = {"name", "url", "secret", "secret_env", "format", "scopes", "min_severity", "timeout"}
+_ENDPOINT_KEYS = {"name", "url", "secret", "secret_env", "format", "scopes", "min_severity", "timeout", "internal"}
 
 
 # --- generic values ------------------------------------------------------------------------------
@@ -263,6 +266,29 @@ class WebhookSecret(SecretStr):
         return hash(self.get_secret_value())
 
 
+EXAMPLE_SECRETS_FILE = "webhook-secrets.env.example"
+
+
+@functools.cache
+def _example_secret_values() -> frozenset[str]:
+    """The secrets published in the shipped example secrets file (empty if the package lacks it)."""
+    try:
+        path = shipped_file(EXAMPLE_SECRETS_FILE)
+    except FileNotFoundError:
+        return frozenset()
+    return frozenset(v.get_secret_value() for v in load_secrets_file(path, allow_example=True).values())
+
+
+def is_example_secret(secret: str | SecretStr) -> bool:
+    """Whether ``secret`` is one published in the shipped example file (never a production secret).
+
+    :param secret: a secret, plain or wrapped.
+    """
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    return any(_secrets.compare_digest(value.encode("utf-8", "surrogatepass"), ex.encode("utf-8", "surrogatepass"))
+               for ex in _example_secret_values())
+
+
 def _as_secret(value: str | SecretStr | None) -> SecretStr | None:
     """Wrap a secret (``None`` stays ``None``; an existing :class:`WebhookSecret` is kept).
 
@@ -302,6 +328,8 @@ class Endpoint:
     :param scopes: scope patterns it wants (``fnmatch``: ``ticker:*``, ``all``); empty = every scope.
     :param min_severity: lowest severity it wants.
     :param timeout_s: total timeout of one request.
+    :param internal: the endpoint may be on a private, loopback or link-local address (a receiver in
+        your own network); otherwise such targets are refused (:mod:`finpulse.alerts.netguard`).
     """
 
     name: str
@@ -311,6 +339,7 @@ class Endpoint:
     scopes: tuple[str, ...] = ()
     min_severity: str = C.SEVERITIES[0]
     timeout_s: float = 10.0
+    internal: bool = False
 
     def __post_init__(self) -> None:
         where = f"endpoint {self.name!r}"
@@ -322,6 +351,12 @@ class Endpoint:
             parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(where, "url must be an http:// or https:// URL")
+        if not isinstance(self.internal, bool):
+            raise ConfigError(where, "internal must be true or false")
+        refused = check_endpoint_host(parts.hostname, internal=self.internal)
+        if refused:
+            raise ConfigError(where, f"url refused: {refused}; set internal = true if the receiver is meant to be "
+                                     "in your own network")
         if self.format not in FORMATS:
             raise ConfigError(where, f"format must be one of {FORMATS}")
         if self.secret is not None and not isinstance(self.secret, (str, SecretStr)):
@@ -334,6 +369,10 @@ class Endpoint:
                 secret_key(self.secret.get_secret_value())
             except ValueError as exc:
                 raise ConfigError(where, f"invalid secret ({exc})") from None
+            if is_example_secret(self.secret):
+                raise ConfigError(where, f"the secret is the published example from {EXAMPLE_SECRETS_FILE}; "
+                                         "generate your own (python -c \"import secrets; print('whsec_' + "
+                                         "secrets.token_urlsafe(32))\") and keep it out of the repository")
         if self.min_severity not in C.SEVERITIES:
             raise ConfigError(where, f"min_severity must be one of {C.SEVERITIES}")
         if not self.timeout_s > 0:
@@ -342,7 +381,7 @@ class Endpoint:
     def __repr__(self) -> str:
         return (f"Endpoint(name={self.name!r}, url={redact_url(self.url)!r}, secret="
                 f"{'***' if self.secret else None}, format={self.format!r}, scopes={self.scopes!r}, "
-                f"min_severity={self.min_severity!r}, timeout_s={self.timeout_s!r})")
+                f"min_severity={self.min_severity!r}, timeout_s={self.timeout_s!r}, internal={self.internal!r})")
 
     __str__ = __repr__
 
@@ -411,6 +450,8 @@ def parse_endpoints(items: Any, *, secrets: Mapping[str, str | SecretStr] | None
             kw["min_severity"] = d["min_severity"]
         if "timeout" in d:
             kw["timeout_s"] = parse_duration(d["timeout"], f"{w}.timeout")
+        if "internal" in d:
+            kw["internal"] = d["internal"]
         try:
             ep = Endpoint(**kw)
         except ConfigError as exc:
@@ -421,13 +462,26 @@ def parse_endpoints(items: Any, *, secrets: Mapping[str, str | SecretStr] | None
     return out
 
 
-def load_secrets_file(path: str | os.PathLike[str]) -> dict[str, SecretStr]:
+def load_secrets_file(path: str | os.PathLike[str], *, allow_example: bool = False) -> dict[str, SecretStr]:
     """Read endpoint secrets: TOML (``name = "secret"``) or ``name=secret`` lines (``#`` comments).
 
     :param path: the file (``Settings.webhook_secrets_file``).
+    :param allow_example: accept the published example secrets (only to read the example itself).
     :returns: endpoint name -> secret (a :class:`WebhookSecret`, equal to the plain string).
-    :raises ConfigError: when missing or malformed (without echoing the content).
+    :raises ConfigError: when missing or malformed (without echoing the content), or when it holds a
+        published example secret (a deployment that mounted the example file as its secrets).
     """
+    out = _read_secrets_file(path)
+    if not allow_example:
+        for name, value in out.items():
+            if is_example_secret(value):
+                raise ConfigError(f"{path}: {name}", f"the published example secret from {EXAMPLE_SECRETS_FILE}; "
+                                                    "create your own secrets file (README: deploy with compose)")
+    return out
+
+
+def _read_secrets_file(path: str | os.PathLike[str]) -> dict[str, SecretStr]:
+    """Parse a secrets file (see :func:`load_secrets_file`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import SecretStr
@@ -30,6 +31,8 @@ from finpulse.core.messages import Alert
 from finpulse.core.rfc3339 import format as format_time
 
 from .config import Endpoint, RetryPolicy, redact_url
+from .exceptions import ConfigError
+from .netguard import check_endpoint_host, guarded_session
 from .queue import DeliveryQueue
 from .render import render_body
 from .rules import make_event_id
@@ -38,7 +41,6 @@ from .signing import sign_headers
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"finpulse-alerts/{finpulse.__version__}"
-RESPONSE_EXCERPT_BYTES = 512
 
 DeadCallback = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -53,7 +55,8 @@ class AttemptResult:
     :param error: short error text (never the URL path or a secret).
     :param duration_ms: request duration.
     :param retry_after_s: parsed ``Retry-After``, if any.
-    :param response: first bytes of the response body (decoded).
+    :param response: the response's status line (``"503 Service Unavailable"``); never its body,
+        which may hold anything and would travel on to logs, Redis and ``alerts.dlq``.
     """
 
     outcome: str
@@ -62,6 +65,11 @@ class AttemptResult:
     duration_ms: int
     retry_after_s: float | None
     response: str | None
+
+
+def internal_hosts(endpoints: Sequence[Endpoint]) -> list[str]:
+    """Host names of the endpoints marked ``internal`` (the guarded resolver lets them resolve anywhere)."""
+    return [urlsplit(e.url).hostname or "" for e in endpoints if e.internal]
 
 
 class Deliverer:
@@ -137,22 +145,40 @@ class Deliverer:
         await asyncio.gather(*(loop(e) for e in self.endpoints.values()))
 
     async def _run_endpoint(self, ep: Endpoint, now: float) -> int:
-        if ep.name in self.disabled:
-            return 0
-        ids = await self.queue.claim(ep.name, now, now + self.lease_s(ep), self.batch)
-        if not ids:
-            return 0
+        """Attempt the due jobs of ``ep``, at most ``concurrency`` at once.
+
+        A job is claimed (leased) only once a concurrency slot is free: the slot first, then the
+        lease, so a job never waits out its lease in a queue of ours while another worker could
+        take it and POST it a second time.
+        """
         sem = self._sems[ep.name]
+        running: list[asyncio.Task] = []
 
         async def one(wid: str) -> None:
-            async with sem:
-                if ep.name in self.disabled:
-                    # leave it leased; it is offered again after a restart (lease expiry)
-                    return
+            try:
                 await self._handle(ep, wid, now)
+            finally:
+                sem.release()
 
-        await asyncio.gather(*(one(w) for w in ids))
-        return len(ids)
+        try:
+            while len(running) < self.batch and ep.name not in self.disabled:
+                await sem.acquire()
+                if ep.name in self.disabled:  # disabled (410) while this pass waited for the slot
+                    sem.release()
+                    break
+                try:
+                    ids = await self.queue.claim(ep.name, now, max(now, self.clock()) + self.lease_s(ep), 1)
+                except BaseException:
+                    sem.release()
+                    raise
+                if not ids:
+                    sem.release()
+                    break
+                running.append(asyncio.ensure_future(one(ids[0])))
+        finally:
+            if running:
+                await asyncio.gather(*running)
+        return len(running)
 
     async def _handle(self, ep: Endpoint, wid: str, now: float) -> None:
         job = await self.queue.job(ep.name, wid)
@@ -256,8 +282,9 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, data: bytes, he
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             status = resp.status
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            raw = await resp.content.read(RESPONSE_EXCERPT_BYTES)
-            excerpt = raw.decode("utf-8", "replace") or None
+            # the status line only: a receiver's body may hold anything (we saw credentials), and it
+            # would travel on to the logs, Redis and the alerts.dlq topic
+            excerpt = f"{resp.status} {resp.reason or ''}".strip()
     except TimeoutError:
         return AttemptResult("timeout", None, f"no response within {timeout_s:g}s", _ms(t0), None, None)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -302,16 +329,23 @@ def sample_alert(now: float | None = None) -> dict[str, Any]:
 
 
 async def send_test_webhook(url: str, secret: str | SecretStr | None, timeout: float = 10.0, *, fmt: str = "json",
-                            session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
+                            session: aiohttp.ClientSession | None = None, internal: bool = False) -> dict[str, Any]:
     """Send one signed synthetic alert (``"test": true``) to a URL; for ``finpulse alerts test-webhook``.
 
     :param url: receiver URL.
     :param secret: signing secret (``whsec_...`` or plain, ``str`` or ``SecretStr``); ``None`` sends it unsigned.
     :param timeout: total request timeout in seconds.
     :param fmt: ``json`` or ``slack``.
-    :param session: optional ``aiohttp.ClientSession`` (one is created otherwise).
+    :param session: optional ``aiohttp.ClientSession`` (a guarded one is created otherwise).
+    :param internal: allow a private, loopback or link-local receiver (as ``internal = true`` does for
+        an endpoint).
     :returns: ``{"ok", "outcome", "status", "error", "duration_ms", "webhook_id", "response"}``.
+    :raises ConfigError: for a private address literal without ``internal``.
     """
+    host = urlsplit(url).hostname or ""
+    refused = check_endpoint_host(host, internal=internal)
+    if refused:
+        raise ConfigError("test-webhook", f"url refused: {refused}; pass --internal if it is meant to be reached")
     alert = sample_alert()
     wid = alert["event_id"]
     data = render_body(alert, fmt).encode("utf-8")
@@ -322,7 +356,7 @@ async def send_test_webhook(url: str, secret: str | SecretStr | None, timeout: f
     else:
         headers.update({"webhook-id": wid, "webhook-timestamp": str(int(time.time()))})
     own = session is None
-    sess = session or aiohttp.ClientSession()
+    sess = session or guarded_session([host] if internal else [])
     try:
         res = await post_webhook(sess, url, data, headers, timeout)
     finally:

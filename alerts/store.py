@@ -260,12 +260,16 @@ class WindowStore:
         (``Settings.late_allowance_s``).
     :param rollup_retention_s: TTL of the hourly roll-ups (default 35 days): the longest short
         window plus baseline a ``surge`` rule may use.
+    :param oldest_ts: articles dated before this (epoch seconds) are invalid (``too_old``), so that a
+        mis-dated article cannot move the detector decades back (``Settings.oldest_event``); ``None``:
+        no bound.
     """
 
     def __init__(self, redis: Any, namespace: str, *, bucket_seconds: int = C.DEFAULT_BUCKET_SECONDS,
                  retention_s: int | None = None, late_allowance_s: float = C.DEFAULT_LATE_ALLOWANCE_S,
-                 rollup_retention_s: int = C.DEFAULT_ROLLUP_RETENTION_S):
+                 rollup_retention_s: int = C.DEFAULT_ROLLUP_RETENTION_S, oldest_ts: float | None = None):
         self.redis = redis
+        self.oldest_ts = oldest_ts
         self.namespace = namespace
         C.prefix(namespace)  # validates
         if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
@@ -286,13 +290,13 @@ class WindowStore:
         """A store configured from a :class:`finpulse.core.settings.Settings`.
 
         :param redis: a ``redis.asyncio.Redis``.
-        :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s`` and
+        :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s``, ``oldest_event`` and
             ``windows_s`` (retention is at least twice the longest window).
         """
         longest = max([*settings.windows_s, 86400 + 900])
         return cls(redis, settings.namespace, bucket_seconds=settings.bucket_seconds,
                    retention_s=max(C.DEFAULT_RETENTION_S, 2 * longest),
-                   late_allowance_s=settings.late_allowance_s)
+                   late_allowance_s=settings.late_allowance_s, oldest_ts=settings.oldest_event_ts())
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -306,9 +310,15 @@ class WindowStore:
         parsed: list[Article] = []
         for i, msg in enumerate(articles):
             try:
-                parsed.append(parse_article(msg))
+                art = parse_article(msg)
             except InvalidArticle as exc:
                 res.invalid.append((i, exc.reason))
+                continue
+            if self.oldest_ts is not None and art.ts < self.oldest_ts:
+                res.invalid.append((i, f"too_old: published_at is before the oldest accepted event time "
+                                       f"{rfc3339.format(self.oldest_ts)}"))
+                continue
+            parsed.append(art)
         if parsed:
             parsed = await self._emerging(parsed)
             parsed, watermark = await self._claim(parsed, res)

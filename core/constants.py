@@ -45,6 +45,9 @@ METRICS_KEY = "metrics"
 ENTITIES_KEY = "entities"        # promoted emerging entities: zset entity -> newest mention (event time)
 ENTITY_ALIASES_KEY = "entity-aliases"   # hash acronym -> the name it stands for ("SVB" -> "Silicon Valley Bank")
 CANDIDATE_KEY = "cand"           # per candidate name, in its future scope's hash tag: zset of its mentions
+LOG_IDENTITY_KEY = "log-identity"         # hash: cluster_id, topic -> topic id (stream/logwatch.py)
+PROCESSED_OFFSETS_KEY = "log-processed"   # hash "topic|partition" -> highest offset processed
+REWIND_KEY = "log-rewind"                 # hash topic -> why: the rewind plan after a log reset
 
 EVENT_TIME_OLDEST = "oldest"
 EVENT_TIME_NEWEST = "newest"

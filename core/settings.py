@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         idle fetches, which added ~0.6 s per hop, so the worker lowers it (stream/app.py).
     :param max_payload_bytes: raw messages larger than this are dead-lettered.
     :param future_tolerance_s: events dated more than this in the future are dead-lettered.
+    :param oldest_event: the oldest ``published_at`` accepted (RFC 3339); older events are
+        dead-lettered (``too_old``), so a mis-dated article (1970, year 1) cannot make the detector
+        walk decades of empty hours. Generous by default; replays and backtests of older history
+        set their own (``--from``).
     :param late_allowance_s: events older than the newest event time minus this are "late"
         (still counted, and reported in a metric).
     :param bucket_seconds: width of a Redis window bucket.
@@ -119,6 +123,9 @@ class Settings(BaseSettings):
         checkout). An empty value is resolved to that file's path when the settings are built, so
         ``settings.rules_file`` is always a path.
     :param webhook_secrets_file: optional TOML/``KEY=VALUE`` file of endpoint secrets.
+    :param infra_retry_s: how long a stage retries an infrastructure fault (Redis or the broker
+        unavailable, a timeout) with backoff before it stops the worker (non-zero exit, nothing
+        unprocessed acknowledged) so that the orchestrator restarts it.
     :param cache_dir: finpulse's cache folder (the fp16 GPU model, the workers' Faust data folders);
         empty = ``$XDG_CACHE_HOME/finpulse``, else ``~/.cache/finpulse`` (:meth:`cache_path`).
     """
@@ -147,6 +154,8 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(100, ge=1, le=5000)
     max_payload_bytes: int = Field(64 * 1024, ge=1024)
     future_tolerance_s: float = Field(300.0, ge=0)
+    oldest_event: str = "2000-01-01T00:00:00Z"
+    infra_retry_s: float = Field(60.0, gt=0)
     late_allowance_s: float = Field(6 * 3600.0, ge=0)
     bucket_seconds: int = Field(60, ge=1)
     windows_s: list[int] = Field(default_factory=lambda: [900, 3600, 86400])
@@ -184,6 +193,19 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", v):
             raise ValueError(f"namespace {v!r} must be 1-63 chars of letters, digits, '_', '.', '-'")
         return v
+
+    @field_validator("oldest_event")
+    @classmethod
+    def _check_oldest_event(cls, v: str) -> str:
+        from . import rfc3339
+
+        return rfc3339.format(rfc3339.parse(v))
+
+    def oldest_event_ts(self) -> float:
+        """``oldest_event`` as epoch seconds."""
+        from . import rfc3339
+
+        return rfc3339.parse(self.oldest_event).timestamp()
 
     @field_validator("device")
     @classmethod

@@ -231,7 +231,38 @@ def worker(namespace, faust_args) -> None:
     faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}.get(
         logging.getLevelName(logging.getLogger().level), "warn")
     sys.argv = ["finpulse-worker", "worker", "--without-web", "-l", faust_level, *faust_args]
-    app.main()
+    from finpulse.stream.app import current
+    from finpulse.stream.resilience import EXIT_FAULT
+
+    try:
+        app.main()
+    finally:
+        faults = current().faults
+        if faults:  # the worker stopped itself: say so in the exit status, so it is restarted
+            logging.getLogger("finpulse.worker").critical("worker stopped by a fault: %s", "; ".join(faults))
+            sys.exit(EXIT_FAULT)
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["worker", "crawler"]))
+@click.option("--max-age", type=float, default=None,
+              help="seconds since the last heartbeat past which the process counts as dead (default 30)")
+@click.option("--namespace", default=None, help="run namespace (default: FINPULSE_NAMESPACE or live)")
+def health(role: str, max_age: float | None, namespace: str | None) -> None:
+    """Exit 0 if ROLE's process on this machine beat recently, else 1 (a container health check)."""
+    from finpulse.core.heartbeat import DEFAULT_MAX_AGE_S, heartbeat_age, heartbeat_path
+
+    settings = Settings(namespace=namespace) if namespace else Settings()
+    path = heartbeat_path(settings, role)
+    age = heartbeat_age(path)
+    limit = DEFAULT_MAX_AGE_S if max_age is None else max_age
+    if age is None:
+        click.echo(f"unhealthy: no heartbeat at {path}")
+        sys.exit(1)
+    if age > limit:
+        click.echo(f"unhealthy: last heartbeat {age:.0f} s ago (> {limit:.0f} s) at {path}")
+        sys.exit(1)
+    click.echo(f"healthy: last heartbeat {age:.1f} s ago")
 
 
 @main.group()
@@ -243,11 +274,14 @@ def stack() -> None:
 @click.option("--broker", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
               help="tansu: in-memory, starts in under a second; kafka: Apache Kafka 4 (KRaft, needs Java 17+, "
                    "fetched from Maven Central on first use)")
-def stack_up_cmd(broker: str) -> None:
+@click.option("--ephemeral", is_flag=True,
+              help="Redis without persistence (faster; a Redis restart loses everything). Default: AOF, "
+                   "fsync every second")
+def stack_up_cmd(broker: str, ephemeral: bool) -> None:
     """Start the stack in the background and print its addresses as env vars."""
     from finpulse.stack import stack_up
 
-    state = stack_up(broker=broker)
+    state = stack_up(broker=broker, ephemeral=ephemeral)
     click.echo(f"export FINPULSE_KAFKA_BOOTSTRAP={state['kafka_bootstrap']}")
     click.echo(f"export FINPULSE_REDIS_URL={state['redis_url']}")
 
@@ -269,7 +303,11 @@ def demo(once, sample, quiet) -> None:
     """Embedded stack + worker + a replayed sample with a negative burst; prints headlines and alerts."""
     from finpulse.demo import run_demo
 
-    summary = run_demo(once=once, sample=sample, quiet=quiet)
+    try:
+        summary = run_demo(once=once, sample=sample, quiet=quiet)
+    except KeyboardInterrupt:  # a second Ctrl-C during the orderly stop, or one before the demo started
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     if once:
         click.echo(f"processed={summary['processed']} alerts={summary['alerts']} "
                    f"dead_lettered={summary['dead_lettered']} webhooks_verified={summary['webhooks_verified']}")
@@ -416,6 +454,49 @@ def topics_create() -> None:
     click.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
+@main.group()
+def state() -> None:
+    """Backup and restore of the namespace's Redis state, tied to the consumer group's offsets."""
+
+
+def _state_summary(res) -> str:
+    parts = ", ".join(f"{t}: {dict(sorted(ps.items()))}" for t, ps in sorted(res.offsets.items())) or "none"
+    return f"{res.keys} keys of namespace {res.namespace}; offsets {parts}"
+
+
+@state.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--namespace", default=None, help="run namespace (default: FINPULSE_NAMESPACE or live)")
+@click.option("--live", is_flag=True, help="allow a backup while workers run (a restore may then count a "
+                                           "message processed during the dump twice)")
+def state_backup(path: str, namespace: str | None, live: bool) -> None:
+    """Write Redis state + committed offsets to PATH (gzip JSON lines). Stop the workers first."""
+    from finpulse.state import StateError, backup
+
+    settings = _with_stack(Settings(namespace=namespace) if namespace else Settings())
+    try:
+        res = backup(settings, path, live=live)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up {_state_summary(res)} -> {res.path}")
+
+
+@state.command("restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--namespace", default=None, help="run namespace (default: FINPULSE_NAMESPACE or live)")
+@click.option("--replace", is_flag=True, help="delete the namespace's keys already in Redis first")
+def state_restore(path: str, namespace: str | None, replace: bool) -> None:
+    """Load PATH into Redis and rewind the consumer group to its offsets; start the workers to replay."""
+    from finpulse.state import StateError, restore
+
+    settings = _with_stack(Settings(namespace=namespace) if namespace else Settings())
+    try:
+        res = restore(settings, path, replace=replace)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {_state_summary(res)}; {res.replay} messages to replay when the workers start")
+
+
 # --- alerts ------------------------------------------------------------------------------------
 
 @main.group()
@@ -427,16 +508,21 @@ def alerts() -> None:
 @click.argument("url")
 @click.option("--secret", default=None, help="signing secret (default: FINPULSE_WEBHOOK_SECRET)")
 @click.option("--timeout", default=10.0, show_default=True)
-def test_webhook(url, secret, timeout) -> None:
+@click.option("--internal", is_flag=True, help="allow a private, loopback or link-local receiver")
+def test_webhook(url, secret, timeout, internal) -> None:
     """Send a signed sample alert to URL and report the outcome."""
     import asyncio
 
+    from finpulse.alerts.exceptions import ConfigError
     from finpulse.alerts.sender import send_test_webhook
 
     secret = secret or os.environ.get("FINPULSE_WEBHOOK_SECRET")
     if not secret:
         raise click.UsageError("give --secret or set FINPULSE_WEBHOOK_SECRET")
-    outcome = asyncio.run(send_test_webhook(url, secret, timeout=timeout))
+    try:
+        outcome = asyncio.run(send_test_webhook(url, secret, timeout=timeout, internal=internal))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(json.dumps(outcome, indent=2))
     sys.exit(0 if outcome.get("ok") else 1)
 

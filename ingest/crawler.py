@@ -11,10 +11,12 @@ One poll of a feed (:meth:`Crawler.poll`):
    near duplicates get ``duplicate_of``;
 4. deliver the new messages, oldest event first, to the sink (Kafka topic ``news.raw`` of the
    settings' namespace, or a JSONL file) and wait for the acknowledgement;
-5. only then remember the feed's ``ETag`` / ``Last-Modified``. If delivery fails, the dedup claims of
-   the batch are released and the validators kept, so the next poll fetches and delivers the same
-   entries again: a failure never loses a headline (it may, after a partial Kafka failure, deliver
-   one twice, with the same id).
+5. only then confirm the dedup claims (until then they expire after a few minutes) and remember
+   the feed's ``ETag`` / ``Last-Modified``. If delivery fails, the dedup claims of the batch are
+   released and the validators kept, so the next poll fetches and delivers the same entries again;
+   if the crawler is killed between claim and delivery, the unconfirmed claims expire and a later
+   poll delivers the entries: a failure or a kill never loses a headline (it may deliver one twice,
+   with the same id, which the pipeline counts once).
 
 :func:`crawl_once` polls every feed once and returns a :class:`CrawlReport` (per-feed counts);
 :func:`crawl_forever` polls each feed every ``interval`` seconds (jittered), backing off
@@ -36,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
 from finpulse.core.settings import Settings
 from finpulse.ingest.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
 from finpulse.ingest.feeds import (
@@ -514,6 +517,11 @@ class Crawler:
             result.near_duplicate = result.duplicate = 0
             raise
         result.new = len(out)
+        try:
+            await self.dedup.confirm(verdicts)
+        except Exception as exc:  # noqa: BLE001 - delivered; the claims expire and a later poll repeats them
+            log.error("feed %s: delivered %d headlines but could not confirm their dedup claims (%r): they may be "
+                      "delivered again (same ids, de-duplicated downstream)", feed.name, len(out), exc)
 
     # --- rounds ----------------------------------------------------------------------------------
 
@@ -564,7 +572,13 @@ class Crawler:
                     delay = feed.interval
                 await wait(delay)
 
-        await asyncio.gather(*(loop(f) for f in self.feeds))
+        async def heartbeat() -> None:
+            path = heartbeat_path(self.settings, "crawler")
+            while not stop.is_set():
+                beat(path)
+                await wait(BEAT_INTERVAL_S)
+
+        await asyncio.gather(heartbeat(), *(loop(f) for f in self.feeds))
 
 
 async def crawl_once(feeds: Sequence[FeedConfig] | str | Path, settings: Settings, *,

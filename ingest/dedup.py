@@ -267,6 +267,14 @@ class MemoryStore:
         if cur is not None:
             cur[0].pop(field_, None)
 
+    async def expire(self, keys: Sequence[str], ttl_s: int) -> None:
+        """``EXPIRE key ttl_s`` for each existing (string) key."""
+        now = self._clock()
+        for key in keys:
+            cur = self._strings.get(key)
+            if cur is not None and cur[1] > now:
+                self._strings[key] = (cur[0], now + ttl_s)
+
 
 class RedisStore:
     """The store interface on a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``).
@@ -306,6 +314,12 @@ class RedisStore:
     async def hdel(self, key: str, field_: str) -> None:
         await self.client.hdel(key, field_)
 
+    async def expire(self, keys: Sequence[str], ttl_s: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:  # single-key commands: keys may live in different cluster slots
+            pipe.expire(key, int(ttl_s))
+        await pipe.execute()
+
 
 # --- the deduplicator ----------------------------------------------------------------------------
 
@@ -338,14 +352,20 @@ class Deduplicator:
         "Stocks open higher" recur daily).
     :param jaccard_min: word-set similarity a SimHash candidate needs to be confirmed (default 0.7).
     :param min_tokens: titles with fewer normalised tokens are never near-duplicate checked.
+    :param pending_ttl_s: how long a claim made by :meth:`check` lasts until :meth:`confirm` (after the
+        delivery) extends it to ``seen_ttl_s``. A crawler killed between the two leaves a claim that
+        expires after this, so the headline is delivered again by a later poll: a kill can only
+        duplicate a headline (with the same id, de-duplicated downstream), never lose it.
     """
 
     BANDS = 8
     BAND_BITS = 8
 
     def __init__(self, store: Any, prefix: str, *, seen_ttl_s: int = 14 * 86400,
-                 near_window_s: int = 12 * 3600, jaccard_min: float = 0.7, min_tokens: int = MIN_TOKENS):
+                 near_window_s: int = 12 * 3600, jaccard_min: float = 0.7, min_tokens: int = MIN_TOKENS,
+                 pending_ttl_s: int = 300):
         self.store = store
+        self.pending_ttl_s = int(min(pending_ttl_s, seen_ttl_s))
         self.prefix = prefix.rstrip(":")
         self.seen_ttl_s = int(seen_ttl_s)
         self.near_window_s = int(near_window_s)
@@ -367,16 +387,17 @@ class Deduplicator:
         :param msg: the message; not modified.
         :param use_url: also claim its canonical URL (False when the URL is shared by several entries
             of one document, e.g. every item links to the home page).
-        :returns: a :class:`Verdict`; on a failed delivery call :meth:`forget` with it.
+        :returns: a :class:`Verdict`; after the delivery call :meth:`confirm`, on a failed delivery
+            :meth:`forget` with it. Until confirmed, the claim lasts ``pending_ttl_s``.
         """
         verdict = Verdict(duplicate=False)
         mid = msg["id"]
-        if not await self.store.set_nx(self.seen_key(mid), mid, self.seen_ttl_s):
+        if not await self.store.set_nx(self.seen_key(mid), mid, self.pending_ttl_s):
             return Verdict(duplicate=True, duplicate_of=mid)
         verdict.claimed.append(self.seen_key(mid))
         ukey = url_key(msg.get("url")) if use_url and is_specific_url(msg.get("url")) else None
         if ukey and ukey != mid:
-            if not await self.store.set_nx(self.seen_key(ukey), mid, self.seen_ttl_s):
+            if not await self.store.set_nx(self.seen_key(ukey), mid, self.pending_ttl_s):
                 first = await self.store.get(self.seen_key(ukey))
                 # keep the id claim: this GUID is now known to be a copy of an earlier story
                 return Verdict(duplicate=True, duplicate_of=first or None)
@@ -423,6 +444,12 @@ class Deduplicator:
         for key in self._band_keys(h, slot):
             await self.store.hset_ttl(key, msg["id"], value, ttl)
             verdict.registered.append((key, msg["id"]))
+
+    async def confirm(self, verdicts: Sequence[Verdict]) -> None:
+        """The messages of ``verdicts`` were delivered: keep their claims for ``seen_ttl_s``."""
+        keys = [k for v in verdicts for k in v.claimed]
+        if keys:
+            await self.store.expire(keys, self.seen_ttl_s)
 
     async def forget(self, verdict: Verdict) -> None:
         """Undo what :meth:`check` claimed, so the message is new again on the next poll."""

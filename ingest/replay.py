@@ -374,6 +374,7 @@ def _mark_duplicates(messages: list[tuple[float, int, dict]], *, max_payload_byt
                 msg["id"], msg["duplicate_of"] = vid, stories[rid]
                 continue
             verdict = await dedup.check(msg)
+            await dedup.confirm([verdict])  # a file's rows are all "delivered": claims last seen_ttl_s
             first = verdict.duplicate_of
             if verdict.duplicate and first == rid:  # its id is the hash of an earlier row's URL
                 first = await dedup.store.get(dedup.seen_key(rid))

@@ -23,30 +23,52 @@ import time
 from collections import deque
 
 from finpulse.core.constants import metrics_key
+from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
 
 from .app import agent, current, on_shutdown, task, timer
 from .messages import dead_letter
 from .pipeline import RawItem, encode, score_batch
+from .resilience import describe, isolate, retry_infra
 from .services import worker_env_summary
 
 log = logging.getLogger(__name__)
 
 
-async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
-    """Send and wait until the broker acknowledged every message."""
+async def _send(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
     futures = [await topic.send(key=k, value=v, force=True) for k, v in messages]
     if futures:
         await asyncio.gather(*futures)
 
 
+async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Send and wait until the broker acknowledged every message; broker outages are waited out
+    (:func:`~finpulse.stream.resilience.retry_infra`: a retry may send a message twice, which every
+    consumer of our topics tolerates: ids are deterministic)."""
+    if messages:
+        await retry_infra(lambda: _send(topic, messages), what=f"produce to {topic.get_topic_name()}",
+                          give_up_after_s=current().settings.infra_retry_s)
+
+
 async def _count(**fields: int) -> None:
+    """Add to the namespace's metrics hash (Redis outages are waited out)."""
     w = current()
-    r = await w.services.redis()
-    pipe = r.pipeline(transaction=False)
-    for name, n in fields.items():
-        if n:
-            pipe.hincrby(metrics_key(w.settings.namespace), name, n)
-    await pipe.execute()
+    if not any(fields.values()):
+        return
+
+    async def incr() -> None:
+        r = await w.services.redis()
+        pipe = r.pipeline(transaction=False)
+        for name, n in fields.items():
+            if n:
+                pipe.hincrby(metrics_key(w.settings.namespace), name, n)
+        await pipe.execute()
+
+    await retry_infra(incr, what="metrics in Redis", give_up_after_s=w.settings.infra_retry_s)
+
+
+def _dead(m, reason: str, stage: str, now: float) -> dict:
+    """A dead letter for the consumed message ``m`` (a Faust ``Message``)."""
+    return dead_letter(m.value, reason, topic=m.topic, partition=m.partition, offset=m.offset, stage=stage, now=now)
 
 
 @agent("raw", concurrency=1)
@@ -65,13 +87,14 @@ async def classify(stream):
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
     clf = await services.classifier()
+    oldest_ts = settings.oldest_event_ts()
     inflight: deque[asyncio.Task] = deque()
 
     async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None) -> None:
         batch = await scoring
         if previous is not None:
             await previous  # keep output order; a failed predecessor fails this batch too
-        await _produce(topics.scored, [(m["id"].encode(), encode(m)) for m in batch.scored])
+        await _produce(topics.scored, [(m["id"].encode(), v) for m, v in zip(batch.scored, batch.encoded, strict=True)])
         if batch.dead:
             for d in batch.dead:
                 log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"])
@@ -87,7 +110,8 @@ async def classify(stream):
             scoring = loop.run_in_executor(
                 services.executor,
                 lambda items=items: score_batch(items, clf.classify, max_bytes=settings.max_payload_bytes,
-                                                future_tolerance_s=settings.future_tolerance_s))
+                                                future_tolerance_s=settings.future_tolerance_s,
+                                                oldest_ts=oldest_ts))
             inflight.append(asyncio.ensure_future(finish(events, scoring, inflight[-1] if inflight else None)))
             while inflight and (inflight[0].done() or len(inflight) > settings.infer_workers):
                 await inflight.popleft()
@@ -100,38 +124,55 @@ async def classify(stream):
 
 @agent("scored", concurrency=1)
 async def aggregate(stream):
-    """Update the Redis windows, evaluate the rules, publish alerts."""
+    """Update the Redis windows, evaluate the rules, publish alerts.
+
+    A batch is acknowledged only after it was recorded, its dead letters and alerts were
+    acknowledged by the broker and its metrics written. Articles that make recording fail (a
+    message fault) are found by bisection and dead-lettered; Redis and broker outages are retried
+    and, past ``infra_retry_s``, stop the worker with the batch unacknowledged.
+    """
     w = current()
     settings, services, topics = w.settings, w.services, w.topics
     store = await services.store()
     detector = await services.detector()
-    async for events in stream.take_events(settings.batch_max * 4, settings.batch_within):
+    give_up = settings.infra_retry_s
+    async for events in stream.noack_take(settings.batch_max * 4, settings.batch_within):
         now = time.time()
-        articles, dead, ok_index = [], [], []
-        for i, e in enumerate(events):
-            m = e.message
+        articles, dead, ok_events = [], [], []
+        for e in events:
             try:
-                articles.append(json.loads(m.value))
-                ok_index.append(i)
-            except (TypeError, ValueError, UnicodeDecodeError) as exc:
-                dead.append(dead_letter(m.value, f"not_json: news.scored value is not JSON ({exc})", topic=m.topic,
-                                        partition=m.partition, offset=m.offset, stage="aggregate", now=now))
-        result = await store.record(articles)
-        for idx, reason in result.invalid:  # parsable JSON but not a usable scored article
-            m = events[ok_index[idx]].message
-            dead.append(dead_letter(m.value, f"invalid_scored: {reason}", topic=m.topic, partition=m.partition,
-                                    offset=m.offset, stage="aggregate", now=now))
-        if dead:
-            await _produce(topics.dlq, [(None, encode(d)) for d in dead])
-        alerts = await detector.evaluate()
+                articles.append(json.loads(e.message.value))
+                ok_events.append(e)
+            except Exception as exc:  # noqa: BLE001 - not JSON, nested too deep, a number too long...
+                dead.append(_dead(e.message, f"not_json: news.scored value is not JSON ({describe(exc)})",
+                                  "aggregate", now))
+        invalid: dict[int, str] = {}
+
+        async def record(idx, articles=articles, invalid=invalid) -> None:
+            res = await store.record([articles[i] for i in idx])
+            for j, reason in res.invalid:  # parsable JSON but not a usable scored article
+                invalid[idx[j]] = reason
+
+        failed = await isolate(list(range(len(articles))), record, what="record in Redis", give_up_after_s=give_up)
+        for i, reason in sorted(invalid.items()):
+            dead.append(_dead(ok_events[i].message, f"invalid_scored: {reason}", "aggregate", now))
+        for i, fault in failed:
+            log.error("news.scored message at %s[%s]@%s cannot be recorded: %s", ok_events[i].message.topic,
+                      ok_events[i].message.partition, ok_events[i].message.offset, describe(fault))
+            dead.append(_dead(ok_events[i].message, f"unrecordable: {describe(fault)}", "aggregate", now))
+        await _produce(topics.dlq, [(None, encode(d)) for d in dead])
+        alerts = await retry_infra(detector.evaluate, what="detector in Redis", give_up_after_s=give_up)
         if alerts:
             await _produce(topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
-            await detector.mark_emitted(alerts)
+            await retry_infra(lambda alerts=alerts: detector.mark_emitted(alerts), what="detector in Redis",
+                              give_up_after_s=give_up)
             for a in alerts:
                 log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
                             a["negative_rate"], a["count"])
         # record() itself counts counted / duplicates / syndicated / late / invalid in the same hash
         await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
+        for e in events:
+            await stream.ack(e)
 
 
 @task()
@@ -149,6 +190,13 @@ async def restore_root_log_level() -> None:
         root.setLevel(min(levels))
 
 
+@timer(interval=BEAT_INTERVAL_S)
+async def heartbeat() -> None:
+    """Touch the worker's heartbeat file (``finpulse health worker`` reads its age)."""
+    w = current()
+    beat(heartbeat_path(w.settings, "worker"))
+
+
 @timer(interval=15.0)
 async def close_quiet_buckets():
     """Live mode: close event-time buckets when news is quiet, so alerts resolve on time."""
@@ -164,19 +212,33 @@ async def close_quiet_buckets():
 
 @agent("alerts", concurrency=1)
 async def deliver(stream):
-    """Enqueue each alert for every matching webhook endpoint (durably, in Redis)."""
+    """Enqueue each alert for every matching webhook endpoint (durably, in Redis).
+
+    An alert is acknowledged only after it was queued (or dead-lettered); Redis outages are retried
+    and, past ``infra_retry_s``, stop the worker with the alert unacknowledged.
+    """
     w = current()
     svc = await w.services.delivery()
-    async for event in stream.events():
-        try:
-            alert = json.loads(event.message.value)
-        except (TypeError, ValueError) as exc:
-            m = event.message
-            await _produce(w.topics.dlq, [(None, encode(dead_letter(
-                m.value, f"not_json: alert is not JSON ({exc})", topic=m.topic, partition=m.partition,
-                offset=m.offset, stage="deliver", now=time.time())))])
-            continue
-        await svc.enqueue(alert)
+    give_up = w.settings.infra_retry_s
+    async for events in stream.noack_take(64, w.settings.batch_within):
+        now = time.time()
+        dead = []
+        for e in events:
+            m = e.message
+            try:
+                alert = json.loads(m.value)
+                if not isinstance(alert, dict):
+                    raise ValueError(f"alert is JSON {type(alert).__name__}, expected an object")
+            except Exception as exc:  # noqa: BLE001
+                dead.append(_dead(m, f"not_json: alert is not a JSON object ({describe(exc)})", "deliver", now))
+                continue
+            failed = await isolate([alert], lambda b: svc.enqueue(b[0]), what="queue webhooks in Redis",
+                                   give_up_after_s=give_up)
+            for _, fault in failed:
+                dead.append(_dead(m, f"unqueueable: {describe(fault)}", "deliver", now))
+        await _produce(w.topics.dlq, [(None, encode(d)) for d in dead])
+        for e in events:
+            await stream.ack(e)
 
 
 @task()

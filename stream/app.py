@@ -13,10 +13,12 @@ The agents import this module; this module never imports them (it names them in
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiokafka
 import faust
@@ -53,6 +55,8 @@ class Worker:
 
     :param registered: the declarations already registered on ``app`` (Faust discovers twice when a
         worker starts: in ``app.main()`` and again in its worker command).
+    :param faults: why the worker stopped itself (:func:`~finpulse.stream.resilience.stop_worker`);
+        non-empty means the process exits with a non-zero status.
     """
 
     app: faust.App
@@ -60,6 +64,7 @@ class Worker:
     topics: Topics
     services: Services
     registered: set[Callable[..., Any]] = field(default_factory=set)
+    faults: list[str] = field(default_factory=list)
 
 
 _current: Worker | None = None
@@ -164,18 +169,47 @@ def _declare(register: Callable[[Worker, F], object]) -> Callable[[F], F]:
     return decorate
 
 
+def stops_worker_on_error(kind: str, fun: F) -> F:
+    """Wrap an agent or task so that an exception escaping it stops the whole worker, loudly.
+
+    Faust would restart a crashed agent in the same process and drop the batches it had in flight
+    until the process restarts; instead the worker shuts down (committing only acknowledged offsets)
+    and exits non-zero, so the orchestrator restarts it and the unacknowledged input is redelivered.
+    The wrapped coroutine then waits to be cancelled by the shutdown (it is never restarted).
+
+    :param kind: ``agent`` or ``task`` (for the log).
+    :param fun: the coroutine function.
+    """
+    @functools.wraps(fun)
+    async def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            await fun(*args, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any escape is fatal by design
+            from .resilience import stop_worker
+
+            reason = f"{kind} {fun.__name__} failed: {type(exc).__name__}: {exc}"
+            stop_worker(reason, exc, on_stop=lambda: current().faults.append(reason))
+            await asyncio.Event().wait()
+    return cast(F, guarded)
+
+
 def agent(topic: str, **options: Any) -> Callable[[F], F]:
     """Declare a Faust agent on the namespace's topic ``topic`` (a :class:`Topics` field name).
+
+    An exception escaping the agent stops the worker (:func:`stops_worker_on_error`).
 
     :param topic: ``raw``, ``scored``, ``dlq``, ``alerts`` or ``alerts_dlq``.
     :param options: passed to ``faust.App.agent`` (e.g. ``concurrency=1``).
     """
-    return _declare(lambda w, fun: w.app.agent(getattr(w.topics, topic), **options)(fun))
+    return _declare(lambda w, fun: w.app.agent(getattr(w.topics, topic), **options)(
+        stops_worker_on_error("agent", fun)))
 
 
 def task() -> Callable[[F], F]:
-    """Declare a background task of the worker (``faust.App.task``)."""
-    return _declare(lambda w, fun: w.app.task(fun))
+    """Declare a background task of the worker (``faust.App.task``); an escaping exception stops the worker."""
+    return _declare(lambda w, fun: w.app.task(stops_worker_on_error("task", fun)))
 
 
 def timer(interval: float) -> Callable[[F], F]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
-
+from finpulse.alerts.netguard import guarded_session
 from finpulse.alerts.queue import DeliveryQueue
-from finpulse.alerts.sender import Deliverer
+from finpulse.alerts.sender import Deliverer, internal_hosts
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,8 @@ class DeliveryService:
         if not self.config.endpoints:
             log.info("no webhook endpoints configured; alerts stay on the alerts topic")
             return
-        async with aiohttp.ClientSession() as session:
+        # connections to private / loopback / link-local addresses only for endpoints marked internal
+        async with guarded_session(internal_hosts(self.config.endpoints)) as session:
             deliverer = Deliverer(self.queue, self.config.endpoints, session, on_dead, policy=self.config.retry)
             await deliverer.run_forever(self.stop_event, poll_s=0.5)
 

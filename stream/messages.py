@@ -15,16 +15,19 @@ from finpulse.core.errors import BadMessage
 from finpulse.core.messages import parse_time, validate
 
 
-def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_tolerance_s: float) -> dict:
+def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_tolerance_s: float,
+              oldest_ts: float | None = None) -> dict:
     """Decode and validate one ``news.raw`` value.
 
     :param value: the Kafka message value.
     :param max_bytes: larger payloads are refused (``oversized``).
     :param now: current wall-clock time, epoch seconds (to refuse far-future events).
     :param future_tolerance_s: how far in the future ``published_at`` may be.
+    :param oldest_ts: the oldest ``published_at`` accepted, epoch seconds (``Settings.oldest_event``);
+        ``None``: no lower bound.
     :returns: the message as a dict, ``published_at`` normalised to UTC ``Z`` form.
     :raises BadMessage: with one of the codes ``empty``, ``oversized``, ``not_utf8``, ``not_json``,
-        ``not_object``, ``missing_title``, ``bad_time``, ``future_event``, ``schema``.
+        ``not_object``, ``missing_title``, ``bad_time``, ``future_event``, ``too_old``, ``schema``.
     """
     if value is None or len(value) == 0:
         raise BadMessage("empty", "message value is empty")
@@ -40,6 +43,10 @@ def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_t
     except json.JSONDecodeError as exc:
         raise BadMessage("not_json",
                          f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise BadMessage("not_json", "payload is JSON nested too deeply to parse") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BadMessage("not_json", f"payload is not usable JSON ({exc})") from None
     if not isinstance(msg, dict):
         raise BadMessage("not_object", f"payload is JSON {type(msg).__name__}, expected an object")
     title = msg.get("title")
@@ -52,6 +59,9 @@ def parse_raw(value: bytes | str | None, *, max_bytes: int, now: float, future_t
             f"published_at {msg['published_at']} is {published.timestamp() - now:.0f}s in the future "
             f"(tolerance {future_tolerance_s:.0f}s)",
         )
+    if oldest_ts is not None and published.timestamp() < oldest_ts:
+        raise BadMessage("too_old", f"published_at {msg['published_at']} is before the oldest accepted event time "
+                                    f"{rfc3339.format(oldest_ts)} (setting oldest_event)")
     msg["published_at"] = rfc3339.format(published)
     validate("news.raw", msg)
     return msg

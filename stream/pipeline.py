@@ -27,10 +27,11 @@ class RawItem:
 
 @dataclass
 class ScoredBatch:
-    """Outcome of :func:`score_batch`: scored messages in input order, and dead letters."""
+    """Outcome of :func:`score_batch`: scored messages in input order (and their encoded values), and dead letters."""
 
     scored: list[dict] = field(default_factory=list)
     dead: list[dict] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
 
 
 def classify_text(msg: dict) -> str:
@@ -57,7 +58,7 @@ def build_scored(msg: dict, result: dict, now: float) -> dict:
 
 
 def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolerance_s: float,
-                now: float | None = None) -> ScoredBatch:
+                now: float | None = None, oldest_ts: float | None = None) -> ScoredBatch:
     """Parse, validate and classify a micro-batch.
 
     Bad input becomes a dead letter with its reason; the rest is classified in one call. If the
@@ -69,6 +70,7 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
     :param max_bytes: size limit of a raw payload.
     :param future_tolerance_s: how far in the future ``published_at`` may be.
     :param now: wall-clock time (epoch seconds); defaults to ``time.time()``.
+    :param oldest_ts: the oldest event time accepted (epoch seconds); ``None``: no lower bound.
     :returns: scored messages in input order, and ``news.dlq`` records.
     """
     now = time.time() if now is None else now
@@ -77,10 +79,14 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
     for it in items:
         try:
             parsed.append((it, parse_raw(it.value, max_bytes=max_bytes, now=now,
-                                         future_tolerance_s=future_tolerance_s)))
+                                         future_tolerance_s=future_tolerance_s, oldest_ts=oldest_ts)))
         except BadMessage as bad:
             out.dead.append(dead_letter(it.value, bad.reason, topic=it.topic, partition=it.partition,
                                         offset=it.offset, stage="classify", now=now))
+        except Exception as exc:  # noqa: BLE001 - whatever one message makes us raise, it is that message's fault
+            out.dead.append(dead_letter(it.value, f"unparsable: {type(exc).__name__}: {str(exc)[:200]}",
+                                        topic=it.topic, partition=it.partition, offset=it.offset,
+                                        stage="classify", now=now))
     results: dict[int, dict] = {}
 
     def run(group: list[int]) -> None:
@@ -107,7 +113,16 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
             continue
         # built from a validated raw message and the classifier's output; schema conformance of
         # news.scored is checked by the tests (validating it here cost 0.3 ms a message)
-        out.scored.append(build_scored(msg, res, now))
+        try:
+            scored = build_scored(msg, res, now)
+            value = encode(scored)  # a value that cannot be encoded is this message's fault too
+        except Exception as exc:  # noqa: BLE001
+            out.dead.append(dead_letter(it.value, f"unscorable: {type(exc).__name__}: {str(exc)[:200]}",
+                                        topic=it.topic, partition=it.partition, offset=it.offset,
+                                        stage="classify", now=now))
+            continue
+        out.scored.append(scored)
+        out.encoded.append(value)
     return out
 
 

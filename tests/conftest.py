@@ -1,14 +1,17 @@
 """Shared fixtures: a real Kafka broker and a real redis-server.
 
-The broker is Tansu unless ``FINPULSE_TEST_BROKER=kafka`` asks for Apache Kafka 4 (a KRaft node, fetched
-from Maven Central on first use; see ``docs/pipeline.md``). Set ``FINPULSE_KAFKA_BOOTSTRAP`` /
-``FINPULSE_REDIS_URL`` to run against servers of your own.
+The broker is Apache Kafka 4 (a KRaft node, fetched from Maven Central on first use; see
+``docs/pipeline.md``), what production runs. ``FINPULSE_TEST_BROKER=tansu`` asks for the in-memory Tansu
+broker instead; where Java or Maven is missing the session falls back to Tansu with a warning, except
+in CI (``CI`` set), where that is an error. Set ``FINPULSE_KAFKA_BOOTSTRAP`` / ``FINPULSE_REDIS_URL``
+to run against servers of your own.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
 import pytest
 import pytest_asyncio  # noqa: F401  (only to fail early with a clear message if missing)
@@ -17,11 +20,22 @@ from finpulse.stack import BROKERS, EmbeddedStack
 
 
 def session_broker() -> str:
-    """The broker of the test session: ``FINPULSE_TEST_BROKER`` (``tansu`` or ``kafka``), ``tansu`` by default."""
-    broker = os.environ.get("FINPULSE_TEST_BROKER", "tansu").strip().lower() or "tansu"
-    if broker not in BROKERS:
+    """The broker of the test session: ``FINPULSE_TEST_BROKER`` (``kafka`` or ``tansu``), else Apache Kafka
+    where it can run (Java 17+ and mvn, or cached jars), else Tansu (an error in CI)."""
+    from finpulse.kafka_dist import kafka_available
+
+    broker = os.environ.get("FINPULSE_TEST_BROKER", "").strip().lower()
+    if broker and broker not in BROKERS:
         raise pytest.UsageError(f"FINPULSE_TEST_BROKER={broker!r}: expected one of {', '.join(BROKERS)}")
-    return broker
+    if broker:
+        return broker
+    if kafka_available():
+        return "kafka"
+    if os.environ.get("CI"):
+        raise pytest.UsageError("CI runs the integration suite on Apache Kafka, which cannot run here "
+                                "(needs Java 17+ and mvn); set FINPULSE_TEST_BROKER=tansu to run without it")
+    warnings.warn("Apache Kafka cannot run here (needs Java 17+ and mvn): integration tests use Tansu", stacklevel=1)
+    return "tansu"
 
 
 

@@ -42,9 +42,10 @@ def alert(n=1, severity="warning", scope="all", status="fired"):
 class Receiver:
     """A real HTTP server; answers with ``responses[i]`` for request i (the last one repeats)."""
 
-    def __init__(self, responses, delay=0.0):
+    def __init__(self, responses, delay=0.0, text="thanks"):
         self.responses = list(responses)
         self.delay = delay
+        self.text = text
         self.requests: list[tuple[dict, bytes]] = []
         self.got = asyncio.Event()
         self.release = asyncio.Event()
@@ -61,7 +62,7 @@ class Receiver:
             except TimeoutError:
                 pass
         status, headers = self.responses[min(len(self.requests), len(self.responses)) - 1]
-        return web.Response(status=status, headers=headers, text="thanks")
+        return web.Response(status=status, headers=headers, text=self.text)
 
     async def start(self):
         app = web.Application()
@@ -86,8 +87,8 @@ class Receiver:
 async def receivers():
     made = []
 
-    async def make(*responses, delay=0.0):
-        r = await Receiver(responses or [(200, {})], delay=delay).start()
+    async def make(*responses, delay=0.0, text="thanks"):
+        r = await Receiver(responses or [(200, {})], delay=delay, text=text).start()
         made.append(r)
         return r
 
@@ -115,6 +116,7 @@ class DeadLetters:
 
 
 def endpoint(rcv, name="desk", **kw):
+    kw.setdefault("internal", True)  # the receivers are on 127.0.0.1
     return Endpoint(name=name, url=rcv.url, secret=SECRET, timeout_s=kw.pop("timeout_s", 2.0), **kw)
 
 
@@ -281,7 +283,7 @@ async def test_connection_errors_are_retried(redis_client, session):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there
-    ep = Endpoint(name="down", url=f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=1)
+    ep = Endpoint(name="down", url=f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=1, internal=True)
     q = DeliveryQueue(redis_client, "t")
     d = Deliverer(q, [ep], session, DeadLetters(), policy=FAST)
     await q.enqueue(alert(), [ep], now=T0)
@@ -294,7 +296,7 @@ async def test_filters_formats_and_idempotent_enqueue(redis_client, receivers, s
     rcv = await receivers((200, {}))
     crit = endpoint(rcv, "crit", min_severity="critical")
     tick = endpoint(rcv, "tickers", scopes=("ticker:*",))
-    slack = Endpoint(name="slack", url=rcv.url, format="slack")  # no secret needed for Slack
+    slack = Endpoint(name="slack", url=rcv.url, format="slack", internal=True)  # no secret needed for Slack
     q = DeliveryQueue(redis_client, "t")
     assert await q.enqueue(alert(1, "warning", "ticker:AAPL"), [crit, tick, slack], now=T0) == ["tickers", "slack"]
     assert await q.enqueue(alert(2, "critical", "all"), [crit, tick, slack], now=T0) == ["crit", "slack"]
@@ -310,13 +312,13 @@ async def test_filters_formats_and_idempotent_enqueue(redis_client, receivers, s
 
 async def test_send_test_webhook(receivers):
     ok = await receivers((204, {}))
-    out = await send_test_webhook(ok.url, SECRET, timeout=2)
+    out = await send_test_webhook(ok.url, SECRET, timeout=2, internal=True)
     assert out["ok"] and out["status"] == 204 and ok.verified_ids() == [out["webhook_id"]]
     assert json.loads(ok.requests[0][1])["test"] is True
     schema = json.loads((Path(__file__).resolve().parent.parent / "core" / "schemas" / "alert.json").read_text())
     Draft202012Validator(schema, format_checker=FormatChecker()).validate(json.loads(ok.requests[0][1]))
     bad = await receivers((500, {}))
-    out = await send_test_webhook(bad.url, SECRET, timeout=2)
+    out = await send_test_webhook(bad.url, SECRET, timeout=2, internal=True)
     assert not out["ok"] and out["outcome"] == "http_error" and out["status"] == 500
 
 
@@ -344,3 +346,89 @@ def test_endpoint_config_and_secret_redaction(tmp_path):
     assert "s3cr3t" not in str(ei.value)
     cfg = load_config(data={"rules": [], "endpoints": [items[2]], "delivery": {"max_attempts": 4, "base_delay": "1s"}})
     assert cfg.endpoints[0].name == "c" and cfg.retry.max_attempts == 4 and cfg.retry.base_delay_s == 1
+
+
+async def test_a_job_is_leased_only_once_a_slot_is_free(redis_client, receivers, session):
+    """Slot first, then lease: jobs waiting for a concurrency slot stay due (another worker may take
+    them), so no job's lease runs out while it waits and nothing is POSTed twice."""
+    from finpulse.core import constants as C
+
+    rcv = await receivers((200, {}), delay=0.6)
+    ep = endpoint(rcv)
+    q = DeliveryQueue(redis_client, "t")
+    d = Deliverer(q, [ep], session, DeadLetters(), policy=FAST, concurrency=1)
+    for n in range(4):
+        await q.enqueue(alert(n), [ep], now=T0)
+    run = asyncio.ensure_future(d.run_due(T0))
+    await asyncio.sleep(0.3)
+    due = await redis_client.zrange(C.due_key("t", ep.name), 0, -1, withscores=True)
+    assert len(due) == 4 and sum(score > T0 for _, score in due) == 1  # only the job being POSTed is leased
+    assert await run == 4
+    assert len(rcv.requests) == 4 and len(set(rcv.verified_ids())) == 4
+
+
+# --- where webhooks may go, and what of the answer is kept -----------------------------------------
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h", "http://10.1.2.3/h", "http://169.254.169.254/latest",
+                                 "http://[::1]:8080/h", "http://localhost/h", "http://192.168.1.10/h",
+                                 "http://100.64.0.1/h", "http://[::ffff:127.0.0.1]/h", "http://0.0.0.0/h"])
+def test_private_targets_are_refused_unless_internal(url):
+    with pytest.raises(ConfigError, match="internal = true"):
+        Endpoint(name="x", url=url, secret=SECRET)
+    assert Endpoint(name="x", url=url, secret=SECRET, internal=True).internal
+    with pytest.raises(ConfigError, match="internal must be"):
+        parse_endpoints([{"name": "x", "url": url, "secret": SECRET, "internal": "yes"}])
+    assert parse_endpoints([{"name": "x", "url": url, "secret": SECRET, "internal": True}])[0].internal
+
+
+def test_public_targets_need_no_mark():
+    assert not Endpoint(name="x", url="https://93.184.216.34/h", secret=SECRET).internal
+    assert not Endpoint(name="x", url="https://hooks.example.com/h", secret=SECRET).internal
+
+
+class FixedResolver(aiohttp.abc.AbstractResolver):
+    """A DNS stand-in: every name resolves to ``address`` (as a rebinding attacker's DNS would)."""
+
+    def __init__(self, address):
+        self.address = address
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        return [{"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self):
+        pass
+
+
+async def test_names_resolving_to_private_addresses_are_refused_at_connect_time(receivers):
+    from finpulse.alerts.netguard import GuardedResolver
+    from finpulse.alerts.sender import post_webhook
+
+    rcv = await receivers((200, {}))
+    port = rcv.url.split(":")[2].split("/")[0]
+    url = f"http://hooks.example.com:{port}/hooks/secret-token"  # a public-looking name, a loopback answer
+    conn = aiohttp.TCPConnector(resolver=GuardedResolver([], resolver=FixedResolver("127.0.0.1")))
+    async with aiohttp.ClientSession(connector=conn) as guarded:
+        res = await post_webhook(guarded, url, b"{}", {}, 2.0)
+    assert res.outcome == "connection_error" and "non-public" in res.error and not rcv.requests
+    conn = aiohttp.TCPConnector(resolver=GuardedResolver(["hooks.example.com"], resolver=FixedResolver("127.0.0.1")))
+    async with aiohttp.ClientSession(connector=conn) as allowed:  # the endpoint is marked internal
+        res = await post_webhook(allowed, url, b"{}", {}, 2.0)
+    assert res.outcome == "delivered" and len(rcv.requests) == 1
+
+
+async def test_response_bodies_are_never_kept_or_republished(redis_client, receivers, session, caplog):
+    rcv = await receivers((500, {}), text="db_password=hunter2 internal stack trace")
+    ep = endpoint(rcv)
+    q = DeliveryQueue(redis_client, "t")
+    dead = DeadLetters()
+    d = Deliverer(q, [ep], session, dead, policy=RetryPolicy(max_attempts=1, base_delay_s=0.01, jitter=0.0))
+    await q.enqueue(alert(1), [ep], now=T0)
+    with caplog.at_level(logging.DEBUG):
+        await d.run_due(T0)
+    assert [r["reason"] for r in dead.records] == ["max_attempts"]
+    assert dead.records[0]["attempts"][0]["response"] == "500 Internal Server Error"
+    stored = [v for k in await redis_client.keys("*") if await redis_client.type(k) == b"list"
+              for v in await redis_client.lrange(k, 0, -1)]
+    assert stored and not any(b"hunter2" in v for v in stored)
+    assert "hunter2" not in json.dumps(dead.records) and "hunter2" not in caplog.text

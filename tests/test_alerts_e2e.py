@@ -205,6 +205,7 @@ cooldown = "1h"
 name = "{ep['name']}"
 url = "{ep['url']}"
 secret_env = "{ep['secret_env']}"
+internal = true
 min_severity = "info"
 timeout = {ep.get('timeout', 5)}
 """

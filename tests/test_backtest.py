@@ -55,6 +55,7 @@ cooldown = "1h"
 [[endpoints]]                      # must be ignored: a backtest never calls webhooks
 name = "risk-desk"
 url = "http://127.0.0.1:9/hook"
+internal = true
 secret = "whsec_dGVzdA=="
 format = "json"
 """

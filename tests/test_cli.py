@@ -94,11 +94,15 @@ def test_alerts_test_webhook_against_a_local_receiver(runner):
     threading.Thread(target=serve, daemon=True).start()
     assert ready.wait(10)
     try:
+        # a receiver on this machine is refused unless --internal says it is meant
         res = runner.invoke(main, ["alerts", "test-webhook", state["url"], "--secret", "s3cret-for-tests"])
+        assert res.exit_code == 2 and "--internal" in res.output and not got
+        res = runner.invoke(main, ["alerts", "test-webhook", state["url"], "--secret", "s3cret-for-tests",
+                                   "--internal"])
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["ok"] is True and len(got) == 1
         # the secret may come from the environment; a wrong one is reported as a failure
-        res = runner.invoke(main, ["alerts", "test-webhook", state["url"]],
+        res = runner.invoke(main, ["alerts", "test-webhook", state["url"], "--internal"],
                             env={"FINPULSE_WEBHOOK_SECRET": "wrong"})
         assert res.exit_code == 1 and json.loads(res.stdout)["ok"] is False
     finally:

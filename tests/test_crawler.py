@@ -552,3 +552,21 @@ async def test_crawl_produces_to_the_broker(server, namespace, kafka_bootstrap, 
     # a second round delivers nothing new (Redis dedup, across processes)
     again = await crawl_once(feeds[:2], settings)
     assert again.totals["new"] == 0 and again.totals["duplicate"] == 5
+
+
+async def test_a_kill_between_claim_and_delivery_cannot_lose_a_headline():
+    """A claim lasts ``pending_ttl_s`` until the delivery confirms it: a crawler killed in between
+    leaves a claim that expires, and a later poll delivers the headline (at worst twice, same id)."""
+    now = [1_700_000_000.0]
+    d = Deduplicator(MemoryStore(clock=lambda: now[0]), "finpulse:t:crawl")
+    msg = {"id": "a-1", "title": "Regional lender halts withdrawals", "published_at": "2024-05-06T09:00:00Z"}
+    assert not (await d.check(msg)).duplicate
+    # ... killed here: produced nothing, confirmed nothing
+    now[0] += 60
+    assert (await d.check(msg)).duplicate  # a concurrent poll meanwhile leaves it to the first
+    now[0] += d.pending_ttl_s
+    again = await d.check(msg)
+    assert not again.duplicate  # the claim expired: this poll delivers it
+    await d.confirm([again])
+    now[0] += 7 * 86400
+    assert (await d.check(msg)).duplicate  # delivered and confirmed: remembered for seen_ttl_s

@@ -1,0 +1,173 @@
+"""The worker's fault rule, without I/O: message faults are isolated, infrastructure faults waited out,
+and arbitrary input never raises out of the parsing and scoring functions (property tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis.exceptions as rex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from finpulse.core.errors import BadMessage
+from finpulse.stream.messages import parse_raw
+from finpulse.stream.pipeline import RawItem, score_batch
+from finpulse.stream.resilience import InfrastructureDown, is_infrastructure_error, isolate, retry_infra
+
+NOW = 1_760_000_000.0
+
+
+class FakeTime:
+    def __init__(self):
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.t
+
+    async def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.t += s
+
+
+async def test_retry_waits_out_an_outage_with_backoff():
+    ft, calls = FakeTime(), []
+
+    async def op():
+        calls.append(ft.t)
+        if len(calls) < 5:
+            raise rex.ConnectionError("Connection refused")
+        return "ok"
+
+    assert await retry_infra(op, what="x", give_up_after_s=60, sleep=ft.sleep, clock=ft.clock) == "ok"
+    assert ft.sleeps == [0.2, 0.4, 0.8, 1.6]
+
+
+async def test_retry_gives_up_loudly_after_the_limit():
+    ft = FakeTime()
+
+    async def op():
+        raise rex.TimeoutError("Timeout reading from socket")
+
+    with pytest.raises(InfrastructureDown, match="still failing after 6"):
+        await retry_infra(op, what="record in Redis", give_up_after_s=5, sleep=ft.sleep, clock=ft.clock)
+    assert max(ft.sleeps) <= 5.0
+
+
+async def test_a_message_fault_is_not_retried():
+    ft, calls = FakeTime(), []
+
+    async def op():
+        calls.append(1)
+        raise KeyError("title")
+
+    with pytest.raises(KeyError):
+        await retry_infra(op, what="x", give_up_after_s=60, sleep=ft.sleep, clock=ft.clock)
+    assert calls == [1] and not ft.sleeps
+
+
+def test_infrastructure_errors_are_told_apart():
+    assert is_infrastructure_error(rex.ConnectionError()) and is_infrastructure_error(rex.BusyLoadingError())
+    assert is_infrastructure_error(ConnectionRefusedError()) and is_infrastructure_error(TimeoutError())
+    assert not is_infrastructure_error(ValueError()) and not is_infrastructure_error(RecursionError())
+    assert not is_infrastructure_error(rex.ResponseError("WRONGTYPE"))  # a bug or a bad key, not an outage
+
+
+async def test_isolate_finds_the_culprits_and_lets_the_rest_through():
+    done: list[int] = []
+
+    async def op(batch):
+        if any(x % 7 == 3 for x in batch):
+            raise TypeError("unhashable")
+        done.extend(batch)
+
+    failed = await isolate(list(range(30)), op, what="x", give_up_after_s=1)
+    assert sorted(x for x, _ in failed) == [3, 10, 17, 24]
+    assert all(isinstance(e, TypeError) for _, e in failed)
+    assert sorted(done) == [x for x in range(30) if x % 7 != 3]
+
+
+async def test_isolate_does_not_blame_messages_for_an_outage():
+    async def op(batch):
+        raise rex.ConnectionError("down")
+
+    with pytest.raises(InfrastructureDown):
+        await isolate([1, 2, 3], op, what="x", give_up_after_s=0)
+
+
+# --- arbitrary input ------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+raw_like = st.fixed_dictionaries({}, optional={
+    "id": st.one_of(st.text(max_size=30), st.integers(), st.none()),
+    "title": st.one_of(st.text(max_size=80), st.integers(), st.lists(st.text(max_size=5), max_size=3)),
+    "source": st.one_of(st.text(max_size=10), st.none(), st.integers()),
+    "published_at": st.one_of(st.sampled_from(["2025-10-09T08:00:00Z", "1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
+                                               "9999-12-31T23:59:59Z", "2025-10-09", "nope", ""]),
+                              st.integers(), st.floats()),
+    "url": st.one_of(st.text(max_size=30), st.none()),
+    "summary": st.one_of(st.text(max_size=30), st.none(), st.integers()),
+    "tickers": st.one_of(st.lists(st.text(max_size=6), max_size=3), st.text(max_size=6), st.integers()),
+    "duplicate_of": st.one_of(st.text(max_size=10), st.none(), st.integers()),
+}).flatmap(lambda d: st.dictionaries(st.text(max_size=6), json_values, max_size=3).map(lambda extra: {**extra, **d}))
+payloads = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    raw_like.map(lambda v: json.dumps(v).encode()),
+    st.integers(min_value=1, max_value=20000).map(lambda n: (b"[" * n) + (b"]" * n)),
+    st.integers(min_value=1, max_value=20000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
+    st.integers(min_value=4301, max_value=20000).map(lambda n: b'{"title": "x", "n": ' + b"9" * n + b"}"),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads)
+def test_parse_raw_raises_only_bad_message(value):
+    try:
+        msg = parse_raw(value, max_bytes=65536, now=NOW, future_tolerance_s=300, oldest_ts=946684800.0)
+    except BadMessage:
+        return
+    assert isinstance(msg["title"], str) and msg["title"].strip()
+
+
+def fake_classify(texts):
+    return [{"topic": "Markets", "topic_score": 0.9, "topics_top3": [{"topic": "Markets", "score": 0.9}],
+             "sentiment": "neutral", "sentiment_probs": {"negative": 0.1, "neutral": 0.8, "positive": 0.1},
+             "sentiment_score": 0.0, "model_version": "t"} for _ in texts]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(payloads, min_size=1, max_size=8))
+def test_every_message_is_scored_or_dead_lettered(values):
+    items = [RawItem(v, "news.raw.t", 0, i) for i, v in enumerate(values)]
+    out = score_batch(items, fake_classify, max_bytes=65536, future_tolerance_s=300, now=NOW, oldest_ts=946684800.0)
+    assert len(out.scored) + len(out.dead) == len(values)
+    assert sorted([d["offset"] for d in out.dead]) == sorted(set(d["offset"] for d in out.dead))
+    assert len(out.encoded) == len(out.scored)
+    for d in out.dead:
+        assert d["reason"] and d["stage"] == "classify"
+
+
+def test_the_poison_of_the_fault_run_is_dead_lettered():
+    poison = b"[" * 30000 + b"]" * 30000
+    good = json.dumps({"id": "g1", "title": "Shares rally", "published_at": "2025-10-09T08:00:00Z"}).encode()
+    out = score_batch([RawItem(poison, "t", 0, 0), RawItem(good, "t", 0, 1)], fake_classify, max_bytes=65536,
+                      future_tolerance_s=300, now=NOW)
+    assert [d["offset"] for d in out.dead] == [0] and "nested too deeply" in out.dead[0]["reason"]
+    assert [m["id"] for m in out.scored] == ["g1"]
+
+
+@pytest.mark.parametrize("when, ok", [("1970-01-01T00:00:00Z", False), ("0001-01-01T00:00:00Z", False),
+                                      ("1999-12-31T23:59:59Z", False), ("2000-01-01T00:00:00Z", True)])
+def test_oldest_event_bound(when, ok):
+    value = json.dumps({"id": "a", "title": "t", "published_at": when}).encode()
+    if ok:
+        parse_raw(value, max_bytes=65536, now=NOW, future_tolerance_s=300, oldest_ts=946684800.0)
+    else:
+        with pytest.raises(BadMessage) as info:
+            parse_raw(value, max_bytes=65536, now=NOW, future_tolerance_s=300, oldest_ts=946684800.0)
+        assert info.value.reason.startswith("too_old")
