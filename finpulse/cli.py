@@ -225,6 +225,7 @@ def worker(namespace, faust_args) -> None:
     from finpulse.stream.app import create_app
 
     settings = Settings(namespace=namespace) if namespace else Settings()
+    _rewind_if_planned(settings)
     app = create_app(settings)
 
     # Faust's -l accepts crit / error / warn / info / debug
@@ -241,6 +242,20 @@ def worker(namespace, faust_args) -> None:
         if faults:  # the worker stopped itself: say so in the exit status, so it is restarted
             logging.getLogger("finpulse.worker").critical("worker stopped by a fault: %s", "; ".join(faults))
             sys.exit(EXIT_FAULT)
+
+
+def _rewind_if_planned(settings: Settings) -> None:
+    """Before consuming: carry out a rewind plan left by a worker that found a reset log."""
+    from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
+    from finpulse.stream.logwatch import apply_rewind
+    from finpulse.stream.resilience import EXIT_FAULT
+
+    resolved = settings.with_overrides(kafka_bootstrap=resolve_bootstrap(settings))
+    try:
+        apply_rewind(resolved, resolve_redis_url(settings), timeout_s=3 * settings.session_timeout_s + 30)
+    except Exception as exc:  # noqa: BLE001 - consuming now would skip the messages of the reset log
+        logging.getLogger("finpulse.worker").critical("cannot rewind after a Kafka log reset, not starting: %s", exc)
+        sys.exit(EXIT_FAULT)
 
 
 @main.command()

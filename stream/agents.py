@@ -26,9 +26,10 @@ from finpulse.core.constants import metrics_key
 from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
 
 from .app import agent, current, on_shutdown, task, timer
+from .logwatch import CHECK_INTERVAL_S
 from .messages import dead_letter
 from .pipeline import RawItem, encode, score_batch
-from .resilience import describe, isolate, retry_infra
+from .resilience import describe, isolate, retry_infra, stop_worker
 from .services import worker_env_summary
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ log = logging.getLogger(__name__)
 async def _send(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
     futures = [await topic.send(key=k, value=v, force=True) for k, v in messages]
     if futures:
-        await asyncio.gather(*futures)
+        # shielded: a worker stopping while a batch is produced cancels the agent, not the sends
+        # (the producer completes them as it stops; cancelling them made Faust's publish callback
+        # print a traceback on every such shutdown)
+        await asyncio.shield(asyncio.gather(*futures))
 
 
 async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -64,6 +68,19 @@ async def _count(**fields: int) -> None:
         await pipe.execute()
 
     await retry_infra(incr, what="metrics in Redis", give_up_after_s=w.settings.infra_retry_s)
+
+
+async def _ack(stream, events) -> None:
+    """Acknowledge processed events (their offsets may now be committed) and note them for the log watch."""
+    lw = await current().services.logwatch()
+    for e in events:
+        await stream.ack(e)
+        lw.saw(e.message.topic, e.message.partition, e.message.offset)
+
+
+def _log_dead(dead: list[dict]) -> None:
+    for d in dead:
+        log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"][:300])
 
 
 def _dead(m, reason: str, stage: str, now: float) -> dict:
@@ -96,12 +113,10 @@ async def classify(stream):
             await previous  # keep output order; a failed predecessor fails this batch too
         await _produce(topics.scored, [(m["id"].encode(), v) for m, v in zip(batch.scored, batch.encoded, strict=True)])
         if batch.dead:
-            for d in batch.dead:
-                log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"])
+            _log_dead(batch.dead)
             await _produce(topics.dlq, [(None, encode(d)) for d in batch.dead])
-        for e in events:
-            await stream.ack(e)
         await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
+        await _ack(stream, events)
 
     try:
         async for events in stream.noack_take(settings.batch_max, settings.batch_within):
@@ -160,6 +175,7 @@ async def aggregate(stream):
             log.error("news.scored message at %s[%s]@%s cannot be recorded: %s", ok_events[i].message.topic,
                       ok_events[i].message.partition, ok_events[i].message.offset, describe(fault))
             dead.append(_dead(ok_events[i].message, f"unrecordable: {describe(fault)}", "aggregate", now))
+        _log_dead(dead)
         await _produce(topics.dlq, [(None, encode(d)) for d in dead])
         alerts = await retry_infra(detector.evaluate, what="detector in Redis", give_up_after_s=give_up)
         if alerts:
@@ -171,8 +187,7 @@ async def aggregate(stream):
                             a["negative_rate"], a["count"])
         # record() itself counts counted / duplicates / syndicated / late / invalid in the same hash
         await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
-        for e in events:
-            await stream.ack(e)
+        await _ack(stream, events)
 
 
 @task()
@@ -195,6 +210,25 @@ async def heartbeat() -> None:
     """Touch the worker's heartbeat file (``finpulse health worker`` reads its age)."""
     w = current()
     beat(heartbeat_path(w.settings, "worker"))
+
+
+@timer(interval=CHECK_INTERVAL_S)
+async def watch_the_log() -> None:
+    """Notice a Kafka log that went backwards (wiped broker, re-created topic, truncation) and follow
+    the policy of :mod:`finpulse.stream.logwatch`: log, count, plan a rewind, stop the worker."""
+    w = current()
+    lw = await w.services.logwatch()
+    try:
+        resets = await lw.check()
+    except Exception as exc:  # noqa: BLE001 - an unreachable broker or Redis: the agents wait it out
+        log.debug("log check skipped: %r", exc)
+        return
+    if resets:
+        for r in resets:
+            log.error("Kafka log of %s went backwards: %s; it will be re-read from its start", r.topic, r.why)
+        stop_worker(f"the Kafka log went backwards ({', '.join(r.topic for r in resets)}); restart to rewind "
+                    "and re-read it (docs/pipeline.md, offset resets)",
+                    on_stop=lambda: w.faults.append("log reset"))
 
 
 @timer(interval=15.0)
@@ -236,9 +270,10 @@ async def deliver(stream):
                                    give_up_after_s=give_up)
             for _, fault in failed:
                 dead.append(_dead(m, f"unqueueable: {describe(fault)}", "deliver", now))
+        _log_dead(dead)
         await _produce(w.topics.dlq, [(None, encode(d)) for d in dead])
-        for e in events:
-            await stream.ack(e)
+        await _count(dead_lettered=len(dead))
+        await _ack(stream, events)
 
 
 @task()

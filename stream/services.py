@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -17,7 +18,7 @@ from finpulse.alerts.config import load_config
 from finpulse.alerts.detector import Detector
 from finpulse.alerts.store import WindowStore
 from finpulse.core.settings import Settings
-from finpulse.core.stackstate import resolve_redis_url
+from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 from finpulse.models import Classifier
 
 from .delivery import DeliveryService
@@ -40,6 +41,7 @@ class Services:
         self._detector = None
         self._alerts_config = None
         self._delivery: DeliveryService | None = None
+        self._logwatch: Any = None
         self._lock = asyncio.Lock()
 
     async def classifier(self):
@@ -89,13 +91,24 @@ class Services:
             self._delivery = DeliveryService(self.settings.namespace, await self.redis(), self.alerts_config())
         return self._delivery
 
+    async def logwatch(self):
+        """The :class:`finpulse.stream.logwatch.LogWatch` of this worker (created on first use)."""
+        if self._logwatch is None:
+            from .logwatch import LogWatch
+
+            settings = self.settings.with_overrides(kafka_bootstrap=resolve_bootstrap(self.settings))
+            self._logwatch = LogWatch(settings, await self.redis())
+        return self._logwatch
+
     def stop_delivery(self) -> None:
         """Stop the delivery loop after its current attempt, if one was started (worker shutdown)."""
         if self._delivery is not None:
             self._delivery.stop()
 
     async def close(self) -> None:
-        """Close the Redis client and the inference thread."""
+        """Close the Redis client, the log watch's admin client and the inference thread."""
+        if self._logwatch is not None:
+            self._logwatch.close()
         if self._redis is not None:
             await self._redis.aclose()
         self.executor.shutdown(wait=False)

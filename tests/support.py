@@ -75,8 +75,16 @@ def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | 
     producer.close()
 
 
-def consume(bootstrap: str, topic: str, *, min_count: int, timeout: float) -> list[dict]:
-    """Read ``topic`` from the beginning until ``min_count`` messages arrived (JSON-decoded)."""
+def _json_or_none(value: bytes):
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+
+
+def consume(bootstrap: str, topic: str, *, min_count: int, timeout: float, skip_invalid: bool = False) -> list[dict]:
+    """Read ``topic`` from the beginning until ``min_count`` messages arrived (JSON-decoded; with
+    ``skip_invalid``, values that are not JSON objects, e.g. injected poison, are left out)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                              consumer_timeout_ms=500)
     parts = consumer.partitions_for_topic(topic) or set()
@@ -90,7 +98,10 @@ def consume(bootstrap: str, topic: str, *, min_count: int, timeout: float) -> li
     out: list[dict] = []
     while time.monotonic() < deadline and len(out) < min_count:
         for records in consumer.poll(timeout_ms=500).values():
-            out.extend(json.loads(r.value) for r in records)
+            if skip_invalid:
+                out.extend(v for v in map(_json_or_none, (r.value for r in records)) if isinstance(v, dict))
+            else:
+                out.extend(json.loads(r.value) for r in records)
     consumer.close()
     return out
 

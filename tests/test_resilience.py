@@ -171,3 +171,28 @@ def test_oldest_event_bound(when, ok):
         with pytest.raises(BadMessage) as info:
             parse_raw(value, max_bytes=65536, now=NOW, future_tolerance_s=300, oldest_ts=946684800.0)
         assert info.value.reason.startswith("too_old")
+
+
+# --- a log that went backwards ---------------------------------------------------------------------
+
+def test_find_resets():
+    from finpulse.stream.logwatch import LogState, find_resets
+
+    rec = LogState("c1", {"news.raw.x": "t1", "news.scored.x": "t2"})
+    processed = {("news.raw.x", 0): 499, ("news.scored.x", 0): 10}
+    same = LogState("c1", {"news.raw.x": "t1", "news.scored.x": "t2"},
+                    {("news.raw.x", 0): 500, ("news.scored.x", 0): 40})
+    assert find_resets(rec, processed, same) == []
+    assert find_resets(LogState(), processed, same) == []  # nothing recorded yet: the first check records
+    wiped = LogState("c2", {"news.raw.x": "t9", "news.scored.x": "t8"},
+                     {("news.raw.x", 0): 500, ("news.scored.x", 0): 500})  # the new log is even longer
+    assert [r.topic for r in find_resets(rec, processed, wiped)] == ["news.raw.x", "news.scored.x"]
+    assert "cluster id changed" in find_resets(rec, processed, wiped)[0].why
+    recreated = LogState("c1", {"news.raw.x": "t9", "news.scored.x": "t2"},
+                         {("news.raw.x", 0): 900, ("news.scored.x", 0): 40})
+    assert [(r.topic, "topic id" in r.why) for r in find_resets(rec, processed, recreated)] == [("news.raw.x", True)]
+    truncated = LogState("c1", {"news.raw.x": "t1", "news.scored.x": "t2"},
+                         {("news.raw.x", 0): 499, ("news.scored.x", 0): 40})
+    assert [(r.topic, "truncated" in r.why) for r in find_resets(rec, processed, truncated)] == [("news.raw.x", True)]
+    # a broker that tells no cluster id or topic ids (one signal less) is compared on offsets alone
+    assert find_resets(rec, processed, LogState(None, {}, {("news.raw.x", 0): 500})) == []
