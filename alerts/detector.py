@@ -39,6 +39,7 @@ from .rules import (
     decide,
     evaluate_surge,
     make_event_id,
+    record_sequence,
     severity_rank,
 )
 from .store import BucketSeries, WindowStore
@@ -528,6 +529,7 @@ class Detector:
         record = dict(
             alert_id=d.alert_id,
             event_id=make_event_id(d.alert_id, status, d.severity),
+            sequence=record_sequence(status, d.severity),
             status=status,
             rule=rule.name,
             scope=scope,

@@ -531,6 +531,33 @@ def make_alert_id(rule: str, scope: str, window_start: int, window_end: int) -> 
     return prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def record_sequence(status: str, severity: str) -> int:
+    """Order of a record within its incident (the alert record's ``sequence``).
+
+    ``fired`` records come in rising severity (an escalation is a new ``fired`` record), and the
+    ``resolved`` record is last: fired at info 1, warning 2, critical 3; resolved 4.
+
+    :param status: ``fired`` or ``resolved``.
+    :param severity: the record's severity.
+    """
+    if status == "resolved":
+        return len(C.SEVERITIES) + 1
+    return severity_rank(severity) + 1
+
+
+def earlier_event_ids(event_id: str) -> list[str]:
+    """The event ids of the records of the same incident that come before ``event_id``.
+
+    :param event_id: ``<alert_id>.<status>.<severity>``.
+    :returns: their event ids, in order (they need not all exist: an incident may skip severities).
+    :raises ValueError: when ``event_id`` is not of that form.
+    """
+    alert_id, status, severity = event_id.rsplit(".", 2)
+    mine = record_sequence(status, severity)
+    return [make_event_id(alert_id, "fired", sev) for sev in C.SEVERITIES
+            if record_sequence("fired", sev) < mine]
+
+
 def make_event_id(alert_id: str, status: str, severity: str) -> str:
     """Id of one emitted record (the ``webhook-id``): unique per alert, status and severity.
 

@@ -35,12 +35,15 @@ from .exceptions import ConfigError
 from .netguard import check_endpoint_host, guarded_session
 from .queue import DeliveryQueue
 from .render import render_body
-from .rules import make_event_id
+from .rules import earlier_event_ids, make_event_id
 from .signing import sign_headers
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"finpulse-alerts/{finpulse.__version__}"
+
+#: How long a record waits before it looks again whether the earlier record of its incident is out.
+ORDER_WAIT_S = 0.5
 
 DeadCallback = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -192,6 +195,13 @@ class Deliverer:
         if state == "dead_letter":
             await self._dead_letter(ep, wid, job, job.get("dead_reason", "max_attempts"), now)
             return
+        blocker = await self._earlier_pending(ep, wid)
+        if blocker is not None:
+            # an incident's records go out in order: wait (no attempt spent) until the earlier record
+            # of this endpoint is delivered or dead-lettered, even when another worker holds it
+            await self.queue.record(ep.name, wid, None, state="pending", due=now + ORDER_WAIT_S)
+            log.debug("endpoint %s: %s waits for %s", ep.name, wid, blocker)
+            return
         attempt = job["attempts"] + 1
         res = await self._post(ep, wid, job["body"])
         entry = {
@@ -227,6 +237,18 @@ class Deliverer:
         await self.queue.record(ep.name, wid, entry, state="pending", attempts=attempt, due=now + delay)
         log.warning("endpoint %s: attempt %d of %s failed (%s %s); retry in %.1fs",
                     ep.name, attempt, wid, res.outcome, res.status or res.error, delay)
+
+    async def _earlier_pending(self, ep: Endpoint, wid: str) -> str | None:
+        """The webhook-id of an earlier record of the same incident still to be delivered to ``ep``."""
+        try:
+            earlier = earlier_event_ids(wid)
+        except ValueError:  # not an alert record's id
+            return None
+        for e in earlier:
+            job = await self.queue.job(ep.name, e)
+            if job is not None and job.get("state") not in ("delivered", "dead"):
+                return e
+        return None
 
     async def _finish_dead(self, ep: Endpoint, wid: str, job: dict[str, Any], entry: dict[str, Any], attempt: int,
                            reason: str, now: float) -> None:
@@ -316,7 +338,7 @@ def sample_alert(now: float | None = None) -> dict[str, Any]:
     aid = f"{C.ALERT_ID_PREFIX}test{uuid.uuid4().hex[:28]}"
     end = int(now // 60 * 60)
     return Alert(
-        alert_id=aid, event_id=make_event_id(aid, "fired", "info"), status="fired", test=True,
+        alert_id=aid, event_id=make_event_id(aid, "fired", "info"), sequence=1, status="fired", test=True,
         rule="test-webhook", scope="all", scope_type="all", severity="info", namespace="test",
         window_start=format_time(end - 900), window_end=format_time(end),
         baseline_start=format_time(end - 900 - 86400), baseline_end=format_time(end - 900),

@@ -236,6 +236,13 @@ class Alert(WireModel):
         description="'<alert_id>.<status>.<severity>': unique per record; the Standard Webhooks webhook-id "
         "receivers de-duplicate on."
     )
+    sequence: Annotated[int | None, NOT_NULL] = Field(
+        default=None, ge=1,
+        description="Order of this record within its incident: 'fired' at info 1, warning 2, critical 3, "
+        "'resolved' 4. Each endpoint receives an incident's records in this order; a receiver keeps, per "
+        "alert_id, the record with the highest sequence (and ignores a lower one arriving later, e.g. after "
+        "a retry). Absent only in records from before it was introduced.",
+    )
     status: AlertStatus
     test: Annotated[bool | None, NOT_NULL] = Field(
         default=None,

@@ -218,8 +218,18 @@ async def watch_the_log() -> None:
     the policy of :mod:`finpulse.stream.logwatch`: log, count, plan a rewind, stop the worker."""
     w = current()
     lw = await w.services.logwatch()
+    consumer = w.app.consumer
+
+    def log_ends() -> dict[tuple[str, int], int]:
+        ends = {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is not None and hw >= 0:
+                ends[(tp.topic, tp.partition)] = hw
+        return ends
+
     try:
-        resets = await lw.check()
+        resets = await lw.check(log_ends)
     except Exception as exc:  # noqa: BLE001 - an unreachable broker or Redis: the agents wait it out
         log.debug("log check skipped: %r", exc)
         return

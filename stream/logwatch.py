@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +118,7 @@ class LogWatch:
     # --- the broker ----------------------------------------------------------------------------
 
     def _read_broker(self, topics: list[str]) -> LogState:
-        from kafka import KafkaAdminClient, TopicPartition
-        from kafka.admin import OffsetSpec
+        from kafka import KafkaAdminClient
 
         if self._admin is None:
             self._admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
@@ -129,18 +128,10 @@ class LogWatch:
             state.cluster_id = self._admin.describe_cluster().get("cluster_id")
         except Exception as exc:  # noqa: BLE001 - a broker without DescribeCluster: one signal less
             log.debug("describe_cluster: %r", exc)
-        described = self._admin.describe_topics(topics)
-        tps = []
-        for d in described:
-            if d.get("error_code", 0):
-                continue
+        for d in self._admin.describe_topics(topics):
             tid = d.get("topic_id")
-            if tid and str(tid) != "00000000-0000-0000-0000-000000000000":
+            if not d.get("error_code", 0) and tid and str(tid) != "00000000-0000-0000-0000-000000000000":
                 state.topic_ids[d["name"]] = str(tid)
-            tps += [TopicPartition(d["name"], x["partition_index"]) for x in d.get("partitions", [])]
-        if tps:
-            ends = self._admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
-            state.log_ends = {(tp.topic, tp.partition): o.offset for tp, o in ends.items()}
         return state
 
     def close(self) -> None:
@@ -171,17 +162,25 @@ class LogWatch:
             pipe.eval(_MAX_LUA, 1, self._offsets_key, f"{t}|{p}", off)
         await pipe.execute()
 
-    async def check(self) -> list[Reset]:
+    async def check(self, log_ends: Callable[[], Mapping[tuple[str, int], int]]) -> list[Reset]:
         """Compare the record with the broker, then record what the broker says (no reset) or
-        the rewind plan (reset). :returns: the resets found."""
+        the rewind plan (reset).
+
+        :param log_ends: returns ``(topic, partition)`` -> log end (high watermark) of the partitions
+            this worker consumes, as its consumer last fetched them; called after the processed
+            offsets were read (an offset processed after the read would look beyond the end). Not
+            the admin ``ListOffsets`` answer: the Tansu dev broker gets it wrong (1 for a log of 398).
+        :returns: the resets found.
+        """
         import asyncio
 
         topics = sorted(set(self.settings.all_topics()))
-        # what was processed is read before the broker: an offset processed after the broker was read
-        # would look like an offset beyond the log's end
+        # what was processed is read before the log ends (see log_ends above)
         mine = dict(self.processed)
         recorded, offs = await self._recorded()
+        ends = dict(log_ends())
         now = await asyncio.to_thread(self._read_broker, topics)
+        now.log_ends = ends
         for k, v in mine.items():
             offs[k] = max(v, offs.get(k, -1))
         resets = find_resets(recorded, offs, now)

@@ -17,7 +17,7 @@ from finpulse.alerts.config import Endpoint, RetryPolicy, load_config, load_secr
 from finpulse.alerts.exceptions import ConfigError
 from finpulse.alerts.queue import DeliveryQueue
 from finpulse.alerts.render import render_body
-from finpulse.alerts.rules import make_alert_id, make_event_id
+from finpulse.alerts.rules import make_alert_id, make_event_id, record_sequence
 from finpulse.alerts.sender import Deliverer, send_test_webhook
 from finpulse.alerts.signing import verify
 from finpulse.core.http import parse_retry_after
@@ -31,7 +31,8 @@ FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, jitter=0.0, lease_margin_s
 
 def alert(n=1, severity="warning", scope="all", status="fired"):
     aid = make_alert_id("market", scope, 1767571200 + n * 60, 1767572100 + n * 60)
-    return {"alert_id": aid, "event_id": make_event_id(aid, status, severity), "status": status, "rule": "market",
+    return {"alert_id": aid, "event_id": make_event_id(aid, status, severity),
+            "sequence": record_sequence(status, severity), "status": status, "rule": "market",
             "scope": scope, "scope_type": scope.partition(":")[0], "severity": severity, "namespace": "t",
             "window_start": "2026-01-05T00:00:00.000Z", "window_end": "2026-01-05T00:15:00.000Z", "count": 30,
             "negative_count": 20, "negative_rate": 0.666667, "baseline_rate": 0.25,
@@ -432,3 +433,24 @@ async def test_response_bodies_are_never_kept_or_republished(redis_client, recei
               for v in await redis_client.lrange(k, 0, -1)]
     assert stored and not any(b"hunter2" in v for v in stored)
     assert "hunter2" not in json.dumps(dead.records) and "hunter2" not in caplog.text
+
+
+async def test_an_incidents_records_reach_each_endpoint_in_order(redis_client, receivers, session):
+    """fired warning -> fired critical (escalation) -> resolved: in that order per endpoint, even when
+    the first one needs retries (without the order, the escalation and the resolution overtook it)."""
+    rcv = await receivers((503, {}), (503, {}), (200, {}))
+    ep = endpoint(rcv)
+    q = DeliveryQueue(redis_client, "t")
+    d = Deliverer(q, [ep], session, DeadLetters(), policy=FAST)
+    records = [alert(1, "warning"), alert(1, "critical"), alert(1, "critical", status="resolved")]
+    assert [r["sequence"] for r in records] == [2, 3, 4]
+    for r in records:
+        await q.enqueue(r, [ep], now=T0)
+    t = T0
+    while len(rcv.requests) < 5 and t < T0 + 60:
+        await d.run_due(t)
+        t += 1.0
+    wids = [verify(body, headers, SECRET) for headers, body in rcv.requests]
+    first = records[0]["event_id"]
+    assert wids[:3] == [first] * 3  # two 503s and the retry that succeeded, nothing else meanwhile
+    assert wids[3:] == [records[1]["event_id"], records[2]["event_id"]]  # then each once, in order
