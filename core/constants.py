@@ -48,6 +48,7 @@ CANDIDATE_KEY = "cand"           # per candidate name, in its future scope's has
 LOG_IDENTITY_KEY = "log-identity"         # hash: cluster_id, topic -> topic id (stream/logwatch.py)
 PROCESSED_OFFSETS_KEY = "log-processed"   # hash "topic|partition" -> highest offset processed
 REWIND_KEY = "log-rewind"                 # hash topic -> why: the rewind plan after a log reset
+BACKLOG_KEY = "log-backlog"               # hash "topic|partition" -> {"lag", "at"}: unprocessed messages
 
 EVENT_TIME_OLDEST = "oldest"
 EVENT_TIME_NEWEST = "newest"

@@ -243,9 +243,15 @@ async def watch_the_log() -> None:
 
 @timer(interval=15.0)
 async def close_quiet_buckets():
-    """Live mode: close event-time buckets when news is quiet, so alerts resolve on time."""
+    """Live mode: close event-time buckets when news is quiet, so alerts resolve on time; only when the
+    consumer group has caught up with ``news.raw`` and ``news.scored`` (:meth:`LogWatch.caught_up`)."""
     w = current()
     if w.settings.namespace != "live":
+        return
+    # only once the group has caught up: closing buckets by the wall clock while a backlog (after
+    # downtime) is still to be counted would skip the backlog's buckets for good
+    if not await (await w.services.logwatch()).caught_up():
+        log.debug("quiet-bucket closing waits: the consumer group has a backlog")
         return
     detector = await w.services.detector()
     alerts = await detector.tick(time.time())

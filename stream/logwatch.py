@@ -107,6 +107,7 @@ class LogWatch:
         self._identity_key = C.ns_key(settings.namespace, C.LOG_IDENTITY_KEY)
         self._offsets_key = C.ns_key(settings.namespace, C.PROCESSED_OFFSETS_KEY)
         self._rewind_key = C.ns_key(settings.namespace, C.REWIND_KEY)
+        self._backlog_key = C.ns_key(settings.namespace, C.BACKLOG_KEY)
         self._admin: Any = None
 
     def saw(self, topic: str, partition: int, offset: int) -> None:
@@ -151,6 +152,24 @@ class LogWatch:
             offs[(t, int(p))] = int(v)
         return ident, offs
 
+    async def _publish_backlog(self, ends: Mapping[tuple[str, int], int],
+                               processed: Mapping[tuple[str, int], int]) -> None:
+        topics = {self.settings.topic(getattr(self.settings, name)) for name in BACKLOG_TOPICS}
+        lags = backlog_of(ends, processed, topics)
+        if lags:
+            at = time.time()
+            await self.redis.hset(self._backlog_key, mapping={f"{t}|{p}": json.dumps({"lag": n, "at": at})
+                                                              for (t, p), n in lags.items()})
+            await self.redis.expire(self._backlog_key, 3600)
+
+    async def caught_up(self, now: float | None = None) -> bool:
+        """Whether every partition of ``news.raw`` and ``news.scored`` was processed up to its end
+        (give or take one batch), as the workers reported it in the last 30 s (:func:`caught_up`)."""
+        raw = await self.redis.hgetall(self._backlog_key)
+        entries = {as_str(k): json.loads(as_str(v)) for k, v in raw.items()}
+        return caught_up(entries, now=time.time() if now is None else now, partitions=self.settings.partitions,
+                         per_partition=self.settings.batch_max)
+
     async def _save(self, now: LogState, processed: Mapping[tuple[str, int], int]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         if now.cluster_id:
@@ -186,6 +205,7 @@ class LogWatch:
         resets = find_resets(recorded, offs, now)
         if not resets:
             await self._save(now, mine)
+            await self._publish_backlog(ends, offs)
             return []
         pipe = self.redis.pipeline(transaction=False)
         for r in resets:
@@ -198,6 +218,38 @@ class LogWatch:
         # the new identity is the one to compare with from now on
         await self._save(LogState(now.cluster_id, now.topic_ids), {})
         return resets
+
+
+BACKLOG_TOPICS = ("topic_raw", "topic_scored")
+"""The topics whose unprocessed messages hold back wall-clock closing (their articles are still to be counted)."""
+
+
+def backlog_of(ends: Mapping[tuple[str, int], int], processed: Mapping[tuple[str, int], int],
+               topics: set[str]) -> dict[tuple[str, int], int]:
+    """Unprocessed messages per partition: log end minus (highest processed offset + 1).
+
+    :param ends: ``(topic, partition)`` -> log end, of the partitions a worker consumes.
+    :param processed: ``(topic, partition)`` -> highest offset processed (by any worker).
+    :param topics: the topics that count.
+    """
+    return {(t, p): max(0, end - processed.get((t, p), -1) - 1) for (t, p), end in ends.items() if t in topics}
+
+
+def caught_up(entries: Mapping[str, Mapping[str, float]], *, now: float, partitions: int, per_partition: int,
+              fresh_s: float = 30.0) -> bool:
+    """Whether the consumer group has caught up: every partition of the backlog topics was reported
+    recently by the worker that consumes it, with at most ``per_partition`` unprocessed messages.
+
+    :param entries: ``"topic|partition"`` -> ``{"lag": n, "at": unix time}`` (every worker's reports).
+    :param now: the current time.
+    :param partitions: partitions per topic.
+    :param per_partition: most unprocessed messages a partition may hold (a batch in flight).
+    :param fresh_s: older reports do not count (their worker may be gone).
+    """
+    fresh = {k: v for k, v in entries.items() if now - float(v.get("at", 0)) <= fresh_s}
+    if len(fresh) < len(BACKLOG_TOPICS) * partitions:
+        return False  # a partition nobody reported on yet (a worker starting, a rebalance)
+    return all(float(v.get("lag", 0)) <= per_partition for v in fresh.values())
 
 
 _MAX_LUA = """

@@ -196,3 +196,21 @@ def test_find_resets():
     assert [(r.topic, "truncated" in r.why) for r in find_resets(rec, processed, truncated)] == [("news.raw.x", True)]
     # a broker that tells no cluster id or topic ids (one signal less) is compared on offsets alone
     assert find_resets(rec, processed, LogState(None, {}, {("news.raw.x", 0): 500})) == []
+
+
+def test_backlog_and_caught_up():
+    from finpulse.stream.logwatch import backlog_of, caught_up
+
+    ends = {("news.raw", 0): 100, ("news.raw", 1): 0, ("news.scored", 0): 50, ("alerts", 0): 9}
+    processed = {("news.raw", 0): 39, ("news.scored", 0): 49}
+    lags = backlog_of(ends, processed, {"news.raw", "news.scored"})
+    assert lags == {("news.raw", 0): 60, ("news.raw", 1): 0, ("news.scored", 0): 0}
+    now = 1000.0
+    ok = {"news.raw|0": {"lag": 3, "at": now - 2}, "news.raw|1": {"lag": 0, "at": now - 2},
+          "news.scored|0": {"lag": 0, "at": now - 9}, "news.scored|1": {"lag": 0, "at": now - 1}}
+    assert caught_up(ok, now=now, partitions=2, per_partition=64)
+    assert not caught_up({**ok, "news.raw|0": {"lag": 3000, "at": now - 2}}, now=now, partitions=2, per_partition=64)
+    # a partition not reported recently (its worker died, a rebalance) holds closing back
+    assert not caught_up({**ok, "news.scored|1": {"lag": 0, "at": now - 300}}, now=now, partitions=2,
+                         per_partition=64)
+    assert not caught_up({}, now=now, partitions=2, per_partition=64)
