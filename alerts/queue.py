@@ -19,10 +19,11 @@ from .config import Endpoint, RetryPolicy
 from .render import render_body, webhook_id_of
 
 _ENQUEUE_LUA = """
+redis.call('SADD', KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
@@ -72,14 +73,44 @@ class DeliveryQueue:
             fields = {"alert": alert_json, "body": render_body(alert, ep.format), "format": ep.format,
                       "state": "pending", "attempts": 0, "created": now,
                       "alert_id": str(alert.get("alert_id", ""))}
-            argv: list[Any] = [wid, now]
+            argv: list[Any] = [wid, now, ep.name]
             for k, v in fields.items():
                 argv += [k, v]
             added = await self._enqueue(keys=[C.job_key(self.namespace, ep.name, wid),
-                                              C.due_key(self.namespace, ep.name)], args=argv)
+                                              C.due_key(self.namespace, ep.name),
+                                              C.endpoints_key(self.namespace)], args=argv)
             if int(added):
                 out.append(ep.name)
         return out
+
+    async def reconcile(self, configured: Iterable[str]) -> list[str]:
+        """Retire the jobs of endpoints no longer configured, and keep those of configured ones.
+
+        The jobs of an endpoint that left the rules file expire after ``keep_s`` (7 days) unless it
+        is configured again before then: their due set, job hashes and attempt logs get that TTL,
+        and lose it again when a worker starts with the endpoint configured.
+
+        :param configured: names of the configured endpoints.
+        :returns: the endpoints retired now.
+        """
+        names = set(configured)
+        known = {as_str(n) for n in await self.redis.smembers(C.endpoints_key(self.namespace))}
+        retired = sorted(known - names)
+        for name in sorted(known | names):
+            due = C.due_key(self.namespace, name)
+            wids = [as_str(w) for w in await self.redis.zrange(due, 0, -1)]
+            keys = [due] + [k for w in wids for k in (C.job_key(self.namespace, name, w),
+                                                      C.log_key(self.namespace, name, w))]
+            pipe = self.redis.pipeline(transaction=False)
+            for k in keys:
+                if name in names:
+                    pipe.persist(k)
+                else:
+                    pipe.expire(k, self.keep_s)
+            if name not in names:
+                pipe.srem(C.endpoints_key(self.namespace), name)
+            await pipe.execute()
+        return retired
 
     async def claim(self, endpoint: str, now: float, lease_until: float, limit: int = 100) -> list[str]:
         """Atomically take due jobs of an endpoint, pushing their due time to ``lease_until``.

@@ -211,6 +211,14 @@ def detector_key(namespace: str, name: str) -> str:
     return f"{prefix(namespace)}:{DETECTOR_TAG}:{name}"
 
 
+def endpoints_key(namespace: str) -> str:
+    """Key of the set of endpoint names that ever had jobs (to retire those no longer configured).
+
+    :param namespace: run namespace.
+    """
+    return f"{prefix(namespace)}:{DELIVERY_TAG}:endpoints"
+
+
 def due_key(namespace: str, endpoint: str) -> str:
     """Key of an endpoint's due-time sorted set.
 

@@ -512,6 +512,52 @@ def state_restore(path: str, namespace: str | None, replace: bool) -> None:
     click.echo(f"restored {_state_summary(res)}; {res.replay} messages to replay when the workers start")
 
 
+@state.command("namespaces")
+def state_namespaces() -> None:
+    """List the namespaces that have keys in Redis, with their key counts."""
+    import redis as redis_sync
+
+    from finpulse.core.codec import as_str
+
+    client = redis_sync.Redis.from_url(_with_stack(Settings(), need_redis=True).redis_url)
+    counts: dict[str, int] = {}
+    try:
+        for key in client.scan_iter(match="finpulse:*", count=1000):
+            ns = as_str(key).split(":", 2)[1]
+            counts[ns] = counts.get(ns, 0) + 1
+    finally:
+        client.close()
+    for ns, n in sorted(counts.items()):
+        click.echo(f"{ns}\t{n}")
+
+
+@state.command("delete")
+@click.argument("namespace")
+@click.option("--yes-delete-live", is_flag=True, help="required to delete the live namespace")
+def state_delete(namespace: str, yes_delete_live: bool) -> None:
+    """Delete every Redis key of NAMESPACE (e.g. a backtest run with --keep)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from finpulse.alerts.store import delete_namespace
+
+    url = _with_stack(Settings(), need_redis=True).redis_url
+
+    async def run() -> int:
+        client = aioredis.from_url(url)
+        try:
+            return await delete_namespace(client, namespace, allow_live=yes_delete_live)
+        finally:
+            await client.aclose()
+
+    try:
+        removed = asyncio.run(run())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"deleted {removed} keys of namespace {namespace}")
+
+
 # --- alerts ------------------------------------------------------------------------------------
 
 @main.group()

@@ -232,8 +232,11 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
         if existing and not replace:
             raise StateError(f"Redis already holds {len(existing)} keys of namespace {settings.namespace!r}: "
                              "restore into an empty Redis, or pass --replace to delete them first")
-        for i in range(0, len(existing), CHUNK):
-            client.delete(*existing[i:i + CHUNK])
+        for i in range(0, len(existing), CHUNK):  # single-key commands: keys of many cluster slots
+            drop = client.pipeline(transaction=False)
+            for k in existing[i:i + CHUNK]:
+                drop.unlink(k)
+            drop.execute()
         keys = 0
         pipe = client.pipeline(transaction=False)
         for rec in records:

@@ -38,6 +38,10 @@ class DeliveryService:
 
     async def run(self, on_dead) -> None:
         """Deliver due webhooks until :meth:`stop`; ``on_dead`` receives final failures."""
+        retired = await self.queue.reconcile(e.name for e in self.config.endpoints)
+        for name in retired:
+            log.warning("endpoint %s is no longer configured: its queued webhooks expire in %d days unless it is "
+                        "configured again", name, self.queue.keep_s // 86400)
         if not self.config.endpoints:
             log.info("no webhook endpoints configured; alerts stay on the alerts topic")
             return

@@ -454,3 +454,18 @@ async def test_an_incidents_records_reach_each_endpoint_in_order(redis_client, r
     first = records[0]["event_id"]
     assert wids[:3] == [first] * 3  # two 503s and the retry that succeeded, nothing else meanwhile
     assert wids[3:] == [records[1]["event_id"], records[2]["event_id"]]  # then each once, in order
+
+
+async def test_jobs_of_a_removed_endpoint_expire_unless_it_comes_back(redis_client, receivers):
+    from finpulse.core import constants as C
+
+    rcv = await receivers((200, {}))
+    old, kept = endpoint(rcv, "old"), endpoint(rcv, "kept")
+    q = DeliveryQueue(redis_client, "t", keep_s=3600)
+    await q.enqueue(alert(1), [old, kept], now=T0)
+    job = C.job_key("t", "old", alert(1)["event_id"])
+    assert await q.reconcile(["kept"]) == ["old"]  # "old" left the rules file
+    assert 0 < await redis_client.ttl(job) <= 3600 and 0 < await redis_client.ttl(C.due_key("t", "old")) <= 3600
+    assert await redis_client.ttl(C.job_key("t", "kept", alert(1)["event_id"])) == -1  # untouched
+    assert await q.reconcile(["kept", "old"]) == []  # configured again before it expired: kept
+    assert await redis_client.ttl(job) == -1
