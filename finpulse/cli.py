@@ -246,7 +246,6 @@ def worker(namespace, faust_args) -> None:
 
 def _rewind_if_planned(settings: Settings) -> None:
     """Before consuming: carry out a rewind plan left by a worker that found a reset log."""
-    from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
     from finpulse.stream.logwatch import apply_rewind
     from finpulse.stream.resilience import EXIT_FAULT
 
@@ -512,6 +511,12 @@ def state_restore(path: str, namespace: str | None, replace: bool) -> None:
     click.echo(f"restored {_state_summary(res)}; {res.replay} messages to replay when the workers start")
 
 
+def _redis_url() -> str:
+    """``FINPULSE_REDIS_URL``, else the Redis of a running ``finpulse stack up``."""
+    settings = Settings()
+    return settings.redis_url or resolve_redis_url(settings)
+
+
 @state.command("namespaces")
 def state_namespaces() -> None:
     """List the namespaces that have keys in Redis, with their key counts."""
@@ -519,7 +524,7 @@ def state_namespaces() -> None:
 
     from finpulse.core.codec import as_str
 
-    client = redis_sync.Redis.from_url(_with_stack(Settings(), need_redis=True).redis_url)
+    client = redis_sync.Redis.from_url(_redis_url())
     counts: dict[str, int] = {}
     try:
         for key in client.scan_iter(match="finpulse:*", count=1000):
@@ -542,7 +547,7 @@ def state_delete(namespace: str, yes_delete_live: bool) -> None:
 
     from finpulse.alerts.store import delete_namespace
 
-    url = _with_stack(Settings(), need_redis=True).redis_url
+    url = _redis_url()
 
     async def run() -> int:
         client = aioredis.from_url(url)

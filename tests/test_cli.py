@@ -280,3 +280,19 @@ def test_crawl_once_to_a_file_needs_no_broker(runner, feed_url, tmp_path, monkey
     # Kafka output still needs a broker, and says so
     res = runner.invoke(main, ["crawl", "--config", str(feeds), "--once"])
     assert res.exit_code != 0 and "FINPULSE_KAFKA_BOOTSTRAP" in str(res.exception)
+
+
+def test_state_namespaces_and_delete(runner, redis_url, namespace):
+    import redis as redis_sync
+
+    r = redis_sync.Redis.from_url(redis_url)
+    r.set(f"finpulse:{namespace}:probe", "1")
+    r.hset(f"finpulse:{namespace}:{{all}}:b:1", "n", 1)
+    env = {"FINPULSE_REDIS_URL": redis_url}
+    res = runner.invoke(main, ["state", "namespaces"], env=env)
+    assert res.exit_code == 0 and f"{namespace}\t2" in res.output
+    res = runner.invoke(main, ["state", "delete", "live"], env=env)
+    assert res.exit_code == 2 and "live" in res.output  # never by accident
+    res = runner.invoke(main, ["state", "delete", namespace], env=env)
+    assert res.exit_code == 0 and "deleted 2 keys" in res.output
+    assert not list(r.scan_iter(match=f"finpulse:{namespace}:*"))
