@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -246,6 +247,12 @@ def _parse_counts(reply: Any, buckets: int, scope: str) -> np.ndarray:
     return vals.reshape(-1, len(BucketSeries.FIELDS))
 
 
+#: Member prefix of a partition's newest event time in the namespace's event-time sorted set.
+PARTITION_MEMBER = "p:"
+#: Backlog reports older than this (seconds) are ignored (their worker may be gone).
+BACKLOG_FRESH_S = 30.0
+
+
 class WindowStore:
     """Per-scope rolling windows of one namespace in Redis.
 
@@ -300,14 +307,18 @@ class WindowStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    async def record(self, articles: Sequence[Mapping[str, Any]]) -> RecordResult:
+    async def record(self, articles: Sequence[Mapping[str, Any]],
+                     partitions: Sequence[int] | None = None) -> RecordResult:
         """Count a batch of scored articles in every scope they belong to (idempotent per id).
 
         :param articles: ``news.scored`` messages, preferably in event-time order.
+        :param partitions: the Kafka partition each article was read from; then each partition's
+            newest event time is kept too, and :meth:`watermark` advances per partition.
         :returns: a :class:`RecordResult`; invalid articles are listed, not raised.
         """
         res = RecordResult()
         parsed: list[Article] = []
+        part_newest: dict[int, float] = {}
         for i, msg in enumerate(articles):
             try:
                 art = parse_article(msg)
@@ -319,10 +330,15 @@ class WindowStore:
                                        f"{rfc3339.format(self.oldest_ts)}"))
                 continue
             parsed.append(art)
+            if partitions is not None:
+                part_newest[partitions[i]] = max(art.ts, part_newest.get(partitions[i], art.ts))
         if parsed:
             parsed = await self._emerging(parsed)
             parsed, watermark = await self._claim(parsed, res)
             await self._record(parsed, res, watermark)
+            if part_newest:  # after the counts: a partition's event time never passes uncounted news
+                await self.redis.zadd(C.ns_key(self.namespace, C.EVENT_TIME_KEY),
+                                      {f"{PARTITION_MEMBER}{p}": ts for p, ts in part_newest.items()}, gt=True)
         metrics = {"counted": res.counted, "duplicates": res.duplicates, "syndicated": res.syndicated,
                    "late": res.late, "invalid": len(res.invalid), "relabelled": res.relabelled}
         if any(metrics.values()):
@@ -508,9 +524,42 @@ class WindowStore:
     # --- reading ---------------------------------------------------------------------------------
 
     async def watermark(self) -> float | None:
-        """The newest event time recorded in this namespace (epoch seconds), ``None`` before any."""
-        v = await self.redis.zscore(C.ns_key(self.namespace, C.EVENT_TIME_KEY), C.EVENT_TIME_NEWEST)
-        return None if v is None else float(v)
+        """The namespace's event time (epoch seconds; ``None`` before any article).
+
+        Without partitions (:meth:`record` called without them: replays, backtests, tests) it is the
+        newest event time recorded. With partitions it advances per partition: the smallest newest
+        event time over the partitions that may still hold unprocessed news, so a fast partition
+        cannot close buckets for a slow one's backlog. A partition is idle (does not hold the
+        watermark back) when the workers reported it, within the last :data:`BACKLOG_FRESH_S`,
+        processed up to the end of ``news.raw`` and ``news.scored`` (``stream/logwatch.py``); a
+        partition not reported (a worker starting, a rebalance) holds it.
+        """
+        rows = await self.redis.zrange(C.ns_key(self.namespace, C.EVENT_TIME_KEY), 0, -1, withscores=True)
+        newest: float | None = None
+        per: dict[int, float] = {}
+        for m, score in rows:
+            name = as_str(m)
+            if name == C.EVENT_TIME_NEWEST:
+                newest = float(score)
+            elif name.startswith(PARTITION_MEMBER):
+                per[int(name[len(PARTITION_MEMBER):])] = float(score)
+        if newest is None or not per:
+            return newest
+        idle = await self.idle_partitions()
+        return min([newest, *(ts for p, ts in per.items() if p not in idle)])
+
+    async def idle_partitions(self, now: float | None = None) -> set[int]:
+        """Partitions the workers reported (within :data:`BACKLOG_FRESH_S`) with nothing left to process."""
+        now = time.time() if now is None else now
+        raw = await self.redis.hgetall(C.ns_key(self.namespace, C.BACKLOG_KEY))
+        seen: dict[int, bool] = {}
+        for k, v in raw.items():
+            report = json.loads(as_str(v))
+            if now - float(report.get("at", 0)) > BACKLOG_FRESH_S:
+                continue
+            p = int(as_str(k).rpartition("|")[2])
+            seen[p] = seen.get(p, True) and float(report.get("lag", 0)) <= 0
+        return {p for p, idle in seen.items() if idle}
 
     async def oldest_event(self) -> float | None:
         """The oldest event time recorded in this namespace (epoch seconds), ``None`` before any."""

@@ -163,8 +163,10 @@ async def aggregate(stream):
                                   "aggregate", now))
         invalid: dict[int, str] = {}
 
-        async def record(idx, articles=articles, invalid=invalid) -> None:
-            res = await store.record([articles[i] for i in idx])
+        partitions = [e.message.partition for e in ok_events]
+
+        async def record(idx, articles=articles, invalid=invalid, partitions=partitions) -> None:
+            res = await store.record([articles[i] for i in idx], [partitions[i] for i in idx])
             for j, reason in res.invalid:  # parsable JSON but not a usable scored article
                 invalid[idx[j]] = reason
 

@@ -376,3 +376,41 @@ def test_worker_killed_mid_delivery_does_not_lose_the_alert(stack, ns_settings, 
     assert job["state"] == "delivered"
     assert [(e["outcome"], e["status"]) for e in log] == [("http_error", 503), ("delivered", 200)]
     assert "Traceback" not in second.log()
+
+
+def test_event_time_advances_per_partition(stack, namespace, tmp_path):
+    """8 partitions with skewed event times: partitions 1-7 carry calm news up to 10:00; partition 0
+    carries a backlog of calm news from 09:00 and, behind it, a negative oil burst at 09:10-09:15. The
+    fast partitions must not close the burst's buckets before partition 0 got there (with one global
+    watermark, the newest event time of any partition, they did: the burst was counted late and the
+    alert never fired)."""
+    from kafka import KafkaProducer
+
+    s = Settings(namespace=namespace, kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, partitions=8)
+    create_topics(stack.kafka_bootstrap, s.all_topics(), 8)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(rules_toml([]))
+    backlog = [scored(f"p0-calm-{i}", i // 300, i % 60, "Macro", "neutral") for i in range(3000)]  # 09:00-09:10
+    burst = oil_burst(range(10, 16)) + oil_calm(range(16, 20))
+    fast = calm_traffic(range(0, 60))  # 09:00-10:00
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+    topic = s.topic(s.topic_scored)
+    for i, m in enumerate(sorted(fast, key=lambda m: m["published_at"])):
+        producer.send(topic, json.dumps(m).encode(), key=m["id"].encode(), partition=1 + i % 7)
+    for m in backlog + burst:
+        producer.send(topic, json.dumps(m).encode(), key=m["id"].encode(), partition=0)
+    producer.flush()
+    producer.close()
+    worker = Worker(worker_env(stack, namespace, FINPULSE_PARTITIONS=8, FINPULSE_RULES_FILE=str(rules)),
+                    tmp_path / "worker.log")
+    try:
+        total = len(fast) + len(backlog) + len(burst)
+        r = redis_sync.Redis.from_url(s.redis_url)
+        wait_for(lambda: int(r.hget(C.metrics_key(namespace), "counted") or 0) >= total, 120, what="all counted")
+        fired = wait_for(lambda: [a for a in consume(s.kafka_bootstrap, s.topic(s.topic_alerts), min_count=1,
+                                                     timeout=2) if a["scope"] == f"topic:{OIL}"], 60,
+                         what="the oil burst's alert")
+    finally:
+        worker.stop()
+    assert fired[0]["status"] == "fired" and fired[0]["window_end"] == "2024-05-06T09:14:00.000Z"
+    assert int(r.hget(C.metrics_key(namespace), "late") or 0) == 0

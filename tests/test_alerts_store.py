@@ -203,3 +203,26 @@ async def test_scopes_without_data_for_the_rollup_horizon_are_trimmed(redis_clie
     scopes = await store.scopes()
     assert "ticker:NEWCO" in scopes and "ticker:OLDCO" not in scopes  # nothing of it is left to evaluate
     assert "all" in scopes
+
+
+async def test_watermark_advances_per_partition(redis_client):
+    import json
+    import time
+
+    store = WindowStore(redis_client, "t")
+    await store.record([art(1, T0 + 600)], partitions=[1])
+    await store.record([art(2, T0 + 60)], partitions=[0])
+    assert await store.watermark() == T0 + 60  # partition 0 holds it: it may still have news to count
+    report = {"news.raw.t|0": json.dumps({"lag": 0, "at": time.time()}),
+              "news.scored.t|0": json.dumps({"lag": 0, "at": time.time()})}
+    await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), mapping=report)
+    assert await store.idle_partitions() == {0}
+    assert await store.watermark() == T0 + 600  # idle: processed to the end of its logs
+    await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), "news.raw.t|0", json.dumps({"lag": 40, "at": time.time()}))
+    assert await store.watermark() == T0 + 60  # a backlog again
+    stale = json.dumps({"lag": 0, "at": time.time() - 300})
+    await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), mapping={"news.raw.t|0": stale, "news.scored.t|0": stale})
+    assert await store.watermark() == T0 + 60  # reports of a gone worker do not count
+    plain = WindowStore(redis_client, "u")  # without partitions (replays, backtests): the newest event time
+    await plain.record([art(3, T0 + 60), art(4, T0 + 600)])
+    assert await plain.watermark() == T0 + 600
