@@ -496,9 +496,6 @@ class WindowStore:
         scopes_key = C.ns_key(ns, C.SCOPES_KEY)
         for scope, b in newest_bucket.items():
             pipe.zadd(scopes_key, {scope: b}, gt=True)
-        if newest_bucket:
-            # a scope without an article for longer than the roll-ups live holds no data any more
-            pipe.zremrangebyscore(scopes_key, "-inf", f"({max(newest_bucket.values()) - self.rollup_retention_s}")
         ev = C.ns_key(ns, C.EVENT_TIME_KEY)
         pipe.zadd(ev, {C.EVENT_TIME_NEWEST: max(a.ts for a in parsed)}, gt=True)
         pipe.zadd(ev, {C.EVENT_TIME_OLDEST: min(a.ts for a in parsed)}, lt=True)

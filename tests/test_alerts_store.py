@@ -193,18 +193,6 @@ async def test_timeseries(redis_client):
     assert len(year) == 90 * 24 + 2 and year[-1]["n"] == 10 and year[0]["n"] == 0
 
 
-async def test_scopes_without_data_for_the_rollup_horizon_are_trimmed(redis_client):
-    store = WindowStore(redis_client, "t")
-    t0 = T0
-    await store.record([art(1, t0, tickers=("OLDCO",))])
-    assert "ticker:OLDCO" in await store.scopes()
-    later = t0 + store.rollup_retention_s + 86400
-    await store.record([art(2, later, tickers=("NEWCO",))])
-    scopes = await store.scopes()
-    assert "ticker:NEWCO" in scopes and "ticker:OLDCO" not in scopes  # nothing of it is left to evaluate
-    assert "all" in scopes
-
-
 async def test_watermark_advances_per_partition(redis_client):
     import json
     import time
