@@ -249,9 +249,10 @@ def _rewind_if_planned(settings: Settings) -> None:
     from finpulse.stream.logwatch import apply_rewind
     from finpulse.stream.resilience import EXIT_FAULT
 
-    resolved = settings.with_overrides(kafka_bootstrap=resolve_bootstrap(settings))
+    resolved = settings.with_overrides(kafka_bootstrap=resolve_bootstrap(settings))  # no broker: say so plainly
+    redis_url = resolve_redis_url(settings)
     try:
-        apply_rewind(resolved, resolve_redis_url(settings), timeout_s=3 * settings.session_timeout_s + 30)
+        apply_rewind(resolved, redis_url, timeout_s=3 * settings.session_timeout_s + 30)
     except Exception as exc:  # noqa: BLE001 - consuming now would skip the messages of the reset log
         logging.getLogger("finpulse.worker").critical("cannot rewind after a Kafka log reset, not starting: %s", exc)
         sys.exit(EXIT_FAULT)
