@@ -291,20 +291,7 @@ class EmbeddedStack:
         """
         if self._redis_port is None:
             raise StackError("stop_redis needs a stack that started its redis-server")
-        pid = self.pids.get("redis")
-        proc = next((p for p in self._procs if p.pid == pid), None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.kill() if kill else proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.remove(proc)
-        del self.pids["redis"]
-        return proc.returncode
+        return self._stop_child("redis", kill, timeout)
 
     def start_redis(self) -> None:
         """Start redis-server again on the same port and data folder and wait until it answers.
@@ -318,9 +305,26 @@ class EmbeddedStack:
             raise StackError(f"redis-server exited on restart (code {proc.returncode}); see {self.log_dir}/redis.log")
         wait_for_redis(self.redis_url)
 
-    def _broker_proc(self) -> subprocess.Popen | None:
-        pid = self.pids.get("kafka")
+    def _child(self, name: str) -> subprocess.Popen | None:
+        pid = self.pids.get(name)
         return next((p for p in self._procs if p.pid == pid), None)
+
+    def _stop_child(self, name: str, kill: bool, timeout: float) -> int | None:
+        """Stop child ``name`` (SIGKILL, or SIGTERM then SIGKILL after ``timeout``) and forget it."""
+        proc = self._child(name)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill() if kill else proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs of SIGTERM; killing it", name, timeout)
+                proc.kill()
+                proc.wait()
+        self._procs.remove(proc)
+        del self.pids[name]
+        return proc.returncode
 
     def stop_broker(self, kill: bool = False, timeout: float = 60.0) -> int | None:
         """Stop the Apache Kafka node this stack started, keeping its data (for :meth:`start_broker`).
@@ -332,23 +336,7 @@ class EmbeddedStack:
         """
         if self._node is None:
             raise StackError("stop_broker needs a stack that started an Apache Kafka node (broker='kafka')")
-        proc = self._broker_proc()
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            if kill:
-                proc.kill()
-            else:
-                proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("kafka did not stop within %.0fs of SIGTERM; killing it", timeout)
-                proc.kill()
-                proc.wait()
-        self._procs.remove(proc)
-        del self.pids["kafka"]
-        return proc.returncode
+        return self._stop_child("kafka", kill, timeout)
 
     def start_broker(self) -> None:
         """Start the Apache Kafka node again on the same ports and log directory and wait until it answers.
@@ -357,7 +345,7 @@ class EmbeddedStack:
         """
         if self._node is None:
             raise StackError("start_broker needs a stack that started an Apache Kafka node (broker='kafka')")
-        if self._broker_proc() is not None:
+        if self._child("kafka") is not None:
             raise StackError("the Kafka node is still running; stop_broker() first")
         try:
             argv = self._node.argv()

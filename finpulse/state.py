@@ -34,6 +34,7 @@ from typing import Any
 
 from finpulse.core import constants as C
 from finpulse.core.settings import Settings
+from finpulse.stream.logwatch import group_members, set_group_offsets, topic_partitions
 
 from .exceptions import AppError
 
@@ -75,13 +76,6 @@ def _admin(settings: Settings) -> Any:
     return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="finpulse-state")
 
 
-def _group_members(admin: Any, group: str) -> int:
-    """Members of the consumer group now (0 when it is empty or unknown)."""
-    desc = admin.describe_groups([group])
-    info = desc.get(group, {}) if isinstance(desc, dict) else {}
-    return len(info.get("members") or [])
-
-
 def _committed(admin: Any, settings: Settings) -> dict[str, dict[int, int]]:
     """The consumer group's committed offsets on this namespace's topics."""
     ours = set(settings.all_topics())
@@ -109,7 +103,7 @@ def backup(settings: Settings, path: str | os.PathLike[str], *, live: bool = Fal
 
     admin = _admin(settings)
     try:
-        members = _group_members(admin, settings.group_id)
+        members = group_members(admin, settings.group_id)
         if members and not live:
             raise StateError(f"{members} worker(s) of group {settings.group_id} are running: stop them for an "
                              "exact backup (or pass --live and accept possible double counts after a restore)")
@@ -194,9 +188,7 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
         deleted them: the replay would have a gap).
     """
     import redis
-    from kafka import TopicPartition
     from kafka.admin import OffsetSpec
-    from kafka.structs import OffsetAndMetadata
 
     header, records = read_backup(path)
     if header["namespace"] != settings.namespace:
@@ -205,14 +197,12 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
     admin = _admin(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        members = _group_members(admin, settings.group_id)
+        members = group_members(admin, settings.group_id)
         if members:
             raise StateError(f"{members} worker(s) of group {settings.group_id} are running: stop them first")
         # every partition of the topics the group reads: recorded offset, else the log start
         topics = sorted(set(recorded) | set(_committed(admin, settings)))
-        described = admin.describe_topics(topics) if topics else []
-        tps = [TopicPartition(d["name"], x["partition_index"]) for d in described
-               for x in sorted(d["partitions"], key=lambda x: x["partition_index"])]
+        tps = topic_partitions(admin, topics)
         earliest = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps}) if tps else {}
         latest = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}) if tps else {}
         target: dict[Any, int] = {}
@@ -248,13 +238,10 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
             if keys % CHUNK == 0:
                 pipe.execute()
         pipe.execute()
-        if target:
-            errors = admin.alter_group_offsets(settings.group_id,
-                                               {tp: OffsetAndMetadata(o, "", -1) for tp, o in target.items()})
-            bad = {f"{tp.topic}[{tp.partition}]": e.__name__ for tp, e in errors.items()
-                   if getattr(e, "__name__", "NoError") != "NoError"}
-            if bad:
-                raise StateError(f"could not rewind group {settings.group_id}: {bad}")
+        try:
+            set_group_offsets(admin, settings.group_id, target)
+        except RuntimeError as exc:
+            raise StateError(str(exc)) from None
         replay = sum(max(0, latest[tp].offset - o) for tp, o in target.items())
     finally:
         client.close()

@@ -259,6 +259,42 @@ return 1
 """
 
 
+def group_members(admin: Any, group: str) -> int:
+    """Members of consumer group ``group`` now (0 when it is empty or unknown).
+
+    :param admin: a kafka-python ``KafkaAdminClient``.
+    :param group: the group id.
+    """
+    desc = admin.describe_groups([group])
+    info = desc.get(group, {}) if isinstance(desc, dict) else {}
+    return len(info.get("members") or [])
+
+
+def topic_partitions(admin: Any, topics: list[str]) -> list[Any]:
+    """Every partition (``TopicPartition``) of the existing ``topics``, in topic and partition order."""
+    from kafka import TopicPartition
+
+    described = admin.describe_topics(topics) if topics else []
+    return [TopicPartition(d["name"], x["partition_index"]) for d in described if not d.get("error_code")
+            for x in sorted(d.get("partitions", []), key=lambda x: x["partition_index"])]
+
+
+def set_group_offsets(admin: Any, group: str, offsets: Mapping[Any, int]) -> None:
+    """Commit ``offsets`` (``TopicPartition`` -> next offset to read) for ``group``, which must be idle.
+
+    :raises RuntimeError: naming each partition the broker refused.
+    """
+    from kafka.structs import OffsetAndMetadata
+
+    if not offsets:
+        return
+    errors = admin.alter_group_offsets(group, {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+    bad = {f"{tp.topic}[{tp.partition}]": e.__name__ for tp, e in errors.items()
+           if getattr(e, "__name__", "NoError") != "NoError"}
+    if bad:
+        raise RuntimeError(f"could not set the offsets of group {group}: {bad}")
+
+
 def apply_rewind(settings: Settings, redis_url: str, *, timeout_s: float = 120.0) -> list[str]:
     """Carry out a recorded rewind plan before the worker consumes (synchronous; ``finpulse worker``).
 
@@ -274,9 +310,8 @@ def apply_rewind(settings: Settings, redis_url: str, *, timeout_s: float = 120.0
         start: it would skip the messages).
     """
     import redis as redis_sync
-    from kafka import KafkaAdminClient, TopicPartition
+    from kafka import KafkaAdminClient
     from kafka.admin import OffsetSpec
-    from kafka.structs import OffsetAndMetadata
 
     r = redis_sync.Redis.from_url(redis_url)
     key = C.ns_key(settings.namespace, C.REWIND_KEY)
@@ -288,24 +323,16 @@ def apply_rewind(settings: Settings, redis_url: str, *, timeout_s: float = 120.0
         try:
             deadline = time.monotonic() + timeout_s
             while True:
-                info = admin.describe_groups([settings.group_id]).get(settings.group_id, {})
-                if not info.get("members"):
+                if not group_members(admin, settings.group_id):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"group {settings.group_id} still has running workers after {timeout_s:.0f} s; "
                                        f"cannot rewind {sorted(plan)}")
                 time.sleep(1.0)
-            described = admin.describe_topics(sorted(plan))
-            tps = [TopicPartition(d["name"], x["partition_index"]) for d in described if not d.get("error_code")
-                   for x in d.get("partitions", [])]
+            tps = topic_partitions(admin, sorted(plan))
             if tps:
                 starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
-                errors = admin.alter_group_offsets(settings.group_id, {tp: OffsetAndMetadata(starts[tp].offset, "", -1)
-                                                                       for tp in tps})
-                bad = {f"{tp.topic}[{tp.partition}]": e.__name__ for tp, e in errors.items()
-                       if getattr(e, "__name__", "NoError") != "NoError"}
-                if bad:
-                    raise RuntimeError(f"could not rewind group {settings.group_id}: {bad}")
+                set_group_offsets(admin, settings.group_id, {tp: starts[tp].offset for tp in tps})
         finally:
             admin.close()
         r.hdel(key, *plan)
