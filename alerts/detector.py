@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,38 @@ from .windows import WindowStats, boundaries, bucket_start, check_window, scope_
 log = logging.getLogger(__name__)
 
 _STATUS_ORDER = {"fired": 0, "resolved": 1}
+
+EMIT_LEASE_S = 30.0
+"""How long a pending alert record is reserved for the detector that returned it for producing; past
+that, another worker's detector produces it (its first emitter crashed before acknowledging)."""
+
+# KEYS: pending hash, lease hash (both in hash tag {det}); ARGV: now, lease seconds, owner
+# Returns the pending records the owner may produce now, leasing each to it: those it holds and
+# those whose lease ran out (or never existed).
+_CLAIM_PENDING_LUA = """
+local now, lease, me = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local held = redis.call('HGET', KEYS[2], all[i])
+  local owner, untl = '', 0
+  if held then
+    local sep = string.find(held, '|', 1, true)
+    owner, untl = string.sub(held, 1, sep - 1), tonumber(string.sub(held, sep + 1))
+  end
+  if owner == me or untl <= now then
+    redis.call('HSET', KEYS[2], all[i], me .. '|' .. tostring(now + lease))
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+"""
+
+
+def _emission_order(alerts: list[dict]) -> list[dict]:
+    alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9),
+                               severity_rank(a["severity"])))
+    return alerts
 
 
 def _r(x: float | None) -> float | None:
@@ -158,7 +191,7 @@ class Detector:
     :param close_delay_s: a boundary ``E`` is evaluated once the watermark reaches
         ``E + close_delay_s`` (room for slightly out-of-order input; 0 = as soon as an event at or
         after ``E`` has been recorded).
-    :param clock: wall clock for ``created_at`` (``time.time``).
+    :param clock: wall clock for ``created_at`` and emission leases (``time.time``).
     :param chunk_boundaries: most boundaries evaluated per committed step (bounds work per ``MULTI``).
     :param model_version: fallback ``model_version`` of records whose window has no version recorded
         (normally the versions come from the counted articles themselves).
@@ -166,13 +199,15 @@ class Detector:
 
     def __init__(self, store: WindowStore, rules: Sequence[Rule], *, close_delay_s: float = 0.0,
                  clock: Callable[[], float] = time.time, chunk_boundaries: int = 10080,
-                 model_version: str | None = None):
+                 model_version: str | None = None, emit_lease_s: float = EMIT_LEASE_S):
         self.store = store
         self.redis = store.redis
         self.namespace = store.namespace
         self.rules = tuple(rules)
         self.close_delay_s = float(close_delay_s)
         self.clock = clock
+        self.emit_lease_s = float(emit_lease_s)
+        self.owner = uuid.uuid4().hex
         self.chunk = max(1, int(chunk_boundaries))
         self.model_version = model_version or ""
         s = store.bucket_seconds
@@ -196,6 +231,10 @@ class Detector:
         self._state_key = C.detector_key(self.namespace, C.STATE_KEY)
         self._pending_key = C.detector_key(self.namespace, C.PENDING_KEY)
         self._cursor_key = C.detector_key(self.namespace, C.CURSOR_KEY)
+        self._lease_key = C.detector_key(self.namespace, C.EMIT_LEASE_KEY)
+        #: scopes with no news for this long before the cursor leave the scope index (longest rule span)
+        self.scope_horizon_s = max((r.span_s for r in self.rules), default=0) + self.close_delay_s + s
+        self._claim_script = self.redis.register_script(_CLAIM_PENDING_LUA)
 
     @classmethod
     def from_config(cls, store: WindowStore, config: AlertsConfig, **kwargs: Any) -> Detector:
@@ -217,7 +256,7 @@ class Detector:
         """
         wm = await self.store.watermark()
         if wm is None:
-            return await self.pending()
+            return await self._claim_pending()
         return await self._advance(bucket_start(wm - self.close_delay_s, self.store.bucket_seconds))
 
     async def tick(self, now: float | None = None) -> list[dict]:
@@ -231,7 +270,7 @@ class Detector:
         """
         wm = await self.store.watermark()
         if wm is None:
-            return await self.pending()
+            return await self._claim_pending()
         t = max(wm, self.clock() if now is None else now) - self.close_delay_s
         return await self._advance(bucket_start(t, self.store.bucket_seconds))
 
@@ -246,7 +285,7 @@ class Detector:
         if until_ts is None:
             wm = await self.store.watermark()
             if wm is None:
-                return await self.pending()
+                return await self._claim_pending()
             limit = bucket_start(wm, s) + s
         else:
             limit = bucket_start(until_ts, s)
@@ -255,10 +294,7 @@ class Detector:
     async def pending(self) -> list[dict]:
         """Alert records produced but not yet acknowledged, in emission order."""
         raw = await self.redis.hgetall(self._pending_key)
-        alerts = [json.loads(as_str(v)) for v in raw.values()]
-        alerts.sort(key=lambda a: (a["window_end"], a["rule"], a["scope"], _STATUS_ORDER.get(a["status"], 9),
-                                   severity_rank(a["severity"])))
-        return alerts
+        return _emission_order([json.loads(as_str(v)) for v in raw.values()])
 
     async def mark_emitted(self, alerts: Iterable[Mapping[str, Any] | str]) -> int:
         """Acknowledge records the caller has produced to the ``alerts`` topic.
@@ -269,7 +305,20 @@ class Detector:
         ids = [a if isinstance(a, str) else a["event_id"] for a in alerts]
         if not ids:
             return 0
-        return int(await self.redis.hdel(self._pending_key, *ids))
+        async with self.redis.pipeline(transaction=True) as pipe:  # both keys in hash tag {det}
+            pipe.hdel(self._pending_key, *ids)
+            pipe.hdel(self._lease_key, *ids)
+            removed, _ = await pipe.execute()
+        return int(removed)
+
+    async def _claim_pending(self) -> list[dict]:
+        """The pending records this detector may produce now: those it created or holds, and those
+        whose emission lease ran out (their emitter crashed before :meth:`mark_emitted`). Each one it
+        returns is leased to it for ``emit_lease_s``, so workers sharing a namespace do not all produce
+        the same records (in emission order, as :meth:`pending`)."""
+        raw = await self._claim_script(keys=[self._pending_key, self._lease_key],
+                                       args=[self.clock(), self.emit_lease_s, self.owner])
+        return _emission_order([json.loads(as_str(v)) for v in raw])
 
     async def cursor(self) -> int | None:
         """The last boundary evaluated (epoch seconds), ``None`` before the first evaluation."""
@@ -301,7 +350,7 @@ class Detector:
         s = self.store.bucket_seconds
         oldest = await self.store.oldest_event()
         if oldest is None:
-            return await self.pending()
+            return await self._claim_pending()
         while True:
             try:
                 async with self.redis.pipeline(transaction=True) as pipe:
@@ -327,10 +376,14 @@ class Detector:
                                 pipe.hdel(self._state_key, f)
                         elif st != states.get((rule, scope)):
                             pipe.hset(self._state_key, f, json.dumps(st.to_dict(), sort_keys=True))
+                    lease = f"{self.owner}|{self.clock() + self.emit_lease_s}"
                     for a in alerts:
                         pipe.hset(self._pending_key, a["event_id"],
                                   json.dumps(a, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+                        pipe.hset(self._lease_key, a["event_id"], lease)
                     await pipe.execute()
+                kept = {sc for (_, sc) in states} | {sc for (_, sc), st in new_states.items() if st is not None}
+                await self.store.forget_idle_scopes(end - self.scope_horizon_s, keep=kept)
                 for a in alerts:
                     log.info("alert %s %s rule=%s scope=%s severity=%s window_end=%s rate=%.2f (%d/%d)",
                              a["event_id"], a["status"], a["rule"], a["scope"], a["severity"], a["window_end"],
@@ -338,7 +391,7 @@ class Detector:
             except WatchError:
                 log.info("namespace %s: another detector advanced the cursor concurrently; skipping", self.namespace)
                 break
-        return await self.pending()
+        return await self._claim_pending()
 
     async def _skip_quiet(self, cur: int, limit: int) -> int:
         """With no open alert, boundaries whose short windows hold no article cannot emit anything

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from finpulse.core import constants as C
 from finpulse.core import rfc3339
 from finpulse.core.codec import as_str
+from finpulse.core.connections import run_scripts
 
 from .exceptions import InvalidArticle
 from .windows import (
@@ -85,12 +86,29 @@ end
 return out
 """
 
+# KEYS: the scopes zset; ARGV: threshold, then scopes. Removes each scope whose newest bucket is still
+# before the threshold (a concurrent write of newer news keeps it); returns how many were removed.
+_FORGET_SCOPES_LUA = """
+local n = 0
+local before = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local sc = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if sc and tonumber(sc) < before then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return n
+"""
+
 EMERGING_MIN_MENTIONS = 3
 """Headlines (not copies of each other) that must name an unlisted name for it to get a scope."""
 EMERGING_WINDOW_S = 86400
 """... within this much event time."""
 EMERGING_MAX = 5000
 """Most promoted emerging entities kept per namespace (the least recently mentioned are dropped)."""
+
+EMERGING_ALIASES_MAX = 20000
+"""Most acronym -> name aliases kept per namespace (past it the table starts over)."""
 
 RECORD_CHUNK = 512
 """Most articles of one scope counted by one script call (bounds a script's run time)."""
@@ -251,6 +269,10 @@ def _parse_counts(reply: Any, buckets: int, scope: str) -> np.ndarray:
 PARTITION_MEMBER = "p:"
 #: Backlog reports older than this (seconds) are ignored (their worker may be gone).
 BACKLOG_FRESH_S = 30.0
+IDLE_AFTER_S = 60.0
+"""A partition is idle (no longer holds the watermark back) once every report for this long said it
+had nothing left: a partition that was empty a moment ago may have just received news that a stale
+report does not show yet, and closing buckets ahead of it would count that news late."""
 
 
 class WindowStore:
@@ -270,12 +292,17 @@ class WindowStore:
     :param oldest_ts: articles dated before this (epoch seconds) are invalid (``too_old``), so that a
         mis-dated article cannot move the detector decades back (``Settings.oldest_event``); ``None``:
         no bound.
+    :param partitions: partitions of ``news.scored`` (``Settings.partitions``): once :meth:`record` is
+        given partitions, each of these that has counted nothing yet and is not idle holds the
+        watermark (a worker still starting, or retrying its first batch, has news to count).
     """
 
     def __init__(self, redis: Any, namespace: str, *, bucket_seconds: int = C.DEFAULT_BUCKET_SECONDS,
                  retention_s: int | None = None, late_allowance_s: float = C.DEFAULT_LATE_ALLOWANCE_S,
-                 rollup_retention_s: int = C.DEFAULT_ROLLUP_RETENTION_S, oldest_ts: float | None = None):
+                 rollup_retention_s: int = C.DEFAULT_ROLLUP_RETENTION_S, oldest_ts: float | None = None,
+                 partitions: int = 0):
         self.redis = redis
+        self.partitions = int(partitions)
         self.oldest_ts = oldest_ts
         self.namespace = namespace
         C.prefix(namespace)  # validates
@@ -283,7 +310,7 @@ class WindowStore:
             raise ValueError(f"bucket_seconds must be a positive int, got {bucket_seconds!r}")
         self.bucket_seconds = bucket_seconds
         self.retention_s = int(retention_s if retention_s is not None else C.DEFAULT_RETENTION_S)
-        if self.retention_s <= max(C.DEFAULT_WINDOWS_S[0], bucket_seconds):
+        if self.retention_s <= 2 * bucket_seconds:
             raise ValueError(f"retention_s {self.retention_s} is too short")
         self.late_allowance_s = float(late_allowance_s)
         if C.ROLLUP_SECONDS % bucket_seconds:
@@ -291,19 +318,21 @@ class WindowStore:
         self.rollup_retention_s = int(rollup_retention_s)
         self._script = redis.register_script(_RECORD_LUA)
         self._series = redis.register_script(_SERIES_LUA)
+        self._forget = redis.register_script(_FORGET_SCOPES_LUA)
 
     @classmethod
     def from_settings(cls, redis: Any, settings: Any) -> WindowStore:
         """A store configured from a :class:`finpulse.core.settings.Settings`.
 
         :param redis: a ``redis.asyncio.Redis``.
-        :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s``, ``oldest_event`` and
-            ``windows_s`` (retention is at least twice the longest window).
+        :param settings: uses ``namespace``, ``bucket_seconds``, ``late_allowance_s``, ``oldest_event``,
+            ``partitions`` and ``windows_s`` (retention is at least twice the longest window).
         """
         longest = max([*settings.windows_s, 86400 + 900])
         return cls(redis, settings.namespace, bucket_seconds=settings.bucket_seconds,
                    retention_s=max(C.DEFAULT_RETENTION_S, 2 * longest),
-                   late_allowance_s=settings.late_allowance_s, oldest_ts=settings.oldest_event_ts())
+                   late_allowance_s=settings.late_allowance_s, oldest_ts=settings.oldest_event_ts(),
+                   partitions=settings.partitions)
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -366,7 +395,15 @@ class WindowStore:
         pairs = {a: b for art in parsed for a, b in art.expansions}
         alias_key = C.ns_key(ns, C.ENTITY_ALIASES_KEY)
         if pairs:
-            await self.redis.hset(alias_key, mapping=pairs)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(alias_key, mapping=pairs)
+            pipe.hlen(alias_key)
+            if (await pipe.execute())[-1] > EMERGING_ALIASES_MAX:
+                # bounded memory: start the alias table over (aliases come back with their next spelling-out)
+                log.warning("namespace %s: more than %d entity aliases; the alias table starts over", ns,
+                            EMERGING_ALIASES_MAX)
+                await self.redis.delete(alias_key)
+                await self.redis.hset(alias_key, mapping=pairs)
         names = sorted({c for art in parsed if not art.duplicate_of for c in art.candidates})
         if not names:
             return parsed
@@ -479,6 +516,7 @@ class WindowStore:
                 by_scope.setdefault(scope, []).append((idx, b, args))
                 newest_bucket[scope] = max(newest_bucket.get(scope, b), b)
         calls: list[list[tuple[int, str, int]]] = []  # per script call: (article index, scope, bucket)
+        script_calls: list[tuple[list[str], list]] = []
         for scope, rows in by_scope.items():
             for off in range(0, len(rows), RECORD_CHUNK):
                 chunk = rows[off:off + RECORD_CHUNK]
@@ -491,7 +529,7 @@ class WindowStore:
                         keys += [C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b),
                                  C.rollup_key(ns, scope, bucket_start(b, C.ROLLUP_SECONDS))]
                     argv += [slots[b], *args]
-                await self._script(keys=keys, args=argv, client=pipe)
+                script_calls.append((keys, argv))
                 calls.append([(idx, scope, b) for idx, b, _ in chunk])
         scopes_key = C.ns_key(ns, C.SCOPES_KEY)
         for scope, b in newest_bucket.items():
@@ -499,11 +537,12 @@ class WindowStore:
         ev = C.ns_key(ns, C.EVENT_TIME_KEY)
         pipe.zadd(ev, {C.EVENT_TIME_NEWEST: max(a.ts for a in parsed)}, gt=True)
         pipe.zadd(ev, {C.EVENT_TIME_OLDEST: min(a.ts for a in parsed)}, lt=True)
-        results = await pipe.execute()
+        results = await run_scripts(self.redis, self._script, script_calls)
+        await pipe.execute()  # after the counts: the namespace's event time never passes uncounted news
 
         new_in: dict[int, int] = {}
         touched: dict[str, set[int]] = {}
-        for call, flags in zip(calls, results[: len(calls)], strict=True):
+        for call, flags in zip(calls, results, strict=True):
             for (idx, scope, b), r in zip(call, flags, strict=True):
                 if int(r) == 1:
                     new_in[idx] = new_in.get(idx, 0) + 1
@@ -528,34 +567,46 @@ class WindowStore:
         event time over the partitions that may still hold unprocessed news, so a fast partition
         cannot close buckets for a slow one's backlog. A partition is idle (does not hold the
         watermark back) when the workers reported it, within the last :data:`BACKLOG_FRESH_S`,
-        processed up to the end of ``news.raw`` and ``news.scored`` (``stream/logwatch.py``); a
-        partition not reported (a worker starting, a rebalance) holds it.
+        processed up to the end of ``news.raw`` and ``news.scored`` in every report of the last
+        :data:`IDLE_AFTER_S` (``stream/logwatch.py``); a partition not reported (a worker starting,
+        a rebalance) holds it, and one of the ``partitions`` that has counted nothing yet holds it at
+        the oldest event time (until it counts or is idle).
         """
         rows = await self.redis.zrange(C.ns_key(self.namespace, C.EVENT_TIME_KEY), 0, -1, withscores=True)
         newest: float | None = None
+        oldest: float | None = None
         per: dict[int, float] = {}
         for m, score in rows:
             name = as_str(m)
             if name == C.EVENT_TIME_NEWEST:
                 newest = float(score)
+            elif name == C.EVENT_TIME_OLDEST:
+                oldest = float(score)
             elif name.startswith(PARTITION_MEMBER):
                 per[int(name[len(PARTITION_MEMBER):])] = float(score)
         if newest is None or not per:
             return newest
         idle = await self.idle_partitions()
+        if any(p not in per and p not in idle for p in range(self.partitions)):
+            # a partition that has counted nothing yet may hold news of any time since the oldest
+            return min(newest, oldest if oldest is not None else newest)
         return min([newest, *(ts for p, ts in per.items() if p not in idle)])
 
     async def idle_partitions(self, now: float | None = None) -> set[int]:
-        """Partitions the workers reported (within :data:`BACKLOG_FRESH_S`) with nothing left to process."""
+        """Partitions the workers reported (within :data:`BACKLOG_FRESH_S`) with nothing left to process
+        in every report of the last :data:`IDLE_AFTER_S` (``zero_since``, ``stream/logwatch.py``)."""
         now = time.time() if now is None else now
         raw = await self.redis.hgetall(C.ns_key(self.namespace, C.BACKLOG_KEY))
         seen: dict[int, bool] = {}
         for k, v in raw.items():
             report = json.loads(as_str(v))
-            if now - float(report.get("at", 0)) > BACKLOG_FRESH_S:
+            at = float(report.get("at", 0))
+            if now - at > BACKLOG_FRESH_S:
                 continue
             p = int(as_str(k).rpartition("|")[2])
-            seen[p] = seen.get(p, True) and float(report.get("lag", 0)) <= 0
+            since = report.get("zero_since")
+            empty = float(report.get("lag", 0)) <= 0 and since is not None and at - float(since) >= IDLE_AFTER_S
+            seen[p] = seen.get(p, True) and empty
         return {p for p, idle in seen.items() if idle}
 
     async def oldest_event(self) -> float | None:
@@ -578,6 +629,24 @@ class WindowStore:
         else:
             rows = await self.redis.zrangebyscore(key, since, "+inf", withscores=True)
         return {as_str(m): int(sc) for m, sc in rows}
+
+    async def forget_idle_scopes(self, before: float, keep: Collection[str] = (), chunk: int = 1000) -> int:
+        """Drop scopes whose newest bucket starts before ``before`` from the scope index (their
+        buckets expire on their own); the detector calls it with its cursor minus the longest rule span,
+        so a scope it may still need to read is never dropped. News for a dropped scope adds it back.
+
+        :param before: event time (epoch seconds).
+        :param keep: scopes to keep regardless (the detector's open alerts and cooldowns).
+        :param chunk: scopes per script call.
+        :returns: how many were dropped.
+        """
+        key = C.ns_key(self.namespace, C.SCOPES_KEY)
+        idle = [m for m in (as_str(x) for x in await self.redis.zrangebyscore(key, "-inf", f"({before}"))
+                if m not in keep]
+        removed = 0
+        for off in range(0, len(idle), chunk):
+            removed += int(await self._forget(keys=[key], args=[before, *idle[off:off + chunk]]))
+        return removed
 
     async def metrics(self) -> dict[str, int]:
         """Counters of this namespace: ``counted``, ``duplicates``, ``syndicated``, ``late``, ``invalid``."""
@@ -650,7 +719,7 @@ class WindowStore:
         :returns: scope -> its series.
         """
         H = C.ROLLUP_SECONDS
-        pipe = self.redis.pipeline(transaction=False)
+        series_calls: list[tuple[list[str], list]] = []
         meta: list[tuple[str, str, int, int]] = []
         for scope, (a, b) in ranges.items():
             sc = normalize_scope(scope)
@@ -660,9 +729,9 @@ class WindowStore:
                 raise ValueError(f"query spans {nb} buckets, more than {MAX_SERIES_BUCKETS}")
             if nb:
                 head = C.rollup_key_head(self.namespace, sc)
-                await self._series(keys=[f"{head}{t}" for t in range(start, end, H)], args=[], client=pipe)
+                series_calls.append(([f"{head}{t}" for t in range(start, end, H)], []))
             meta.append((scope, sc, start, nb))
-        replies = iter(await pipe.execute()) if any(nb for *_, nb in meta) else iter(())
+        replies = iter(await run_scripts(self.redis, self._series, series_calls))
         out: dict[str, BucketSeries] = {}
         width = len(BucketSeries.FIELDS)
         for scope, sc, start, nb in meta:
@@ -773,7 +842,7 @@ async def delete_namespace(redis: Any, namespace: str, *, batch: int = 500, allo
 
     :param redis: a ``redis.asyncio.Redis``.
     :param namespace: the namespace whose ``finpulse:<namespace>:*`` keys are removed.
-    :param batch: keys per pipelined round of single-key ``UNLINK`` (Redis Cluster safe).
+    :param batch: keys per ``UNLINK`` (a cluster client sends one per slot).
     :param allow_live: must be ``True`` to delete the ``live`` namespace.
     :returns: number of keys removed.
     """
@@ -784,10 +853,7 @@ async def delete_namespace(redis: Any, namespace: str, *, batch: int = 500, allo
     buf: list = []
 
     async def drain() -> int:
-        pipe = redis.pipeline(transaction=False)
-        for k in buf:
-            pipe.unlink(k)
-        n = sum(int(x) for x in await pipe.execute())
+        n = int(await redis.unlink(*buf))  # a cluster client splits it by slot
         buf.clear()
         return n
 

@@ -20,6 +20,8 @@ key (after ``finpulse:<ns>:``)                 type     content
 ``{det}:state``                                hash     ``<rule>|<scope>`` -> detector state (JSON)
 ``{det}:pending``                              hash     ``event_id`` -> alert not yet acknowledged (JSON)
 ``{det}:cursor``                               string   last bucket boundary evaluated (epoch seconds)
+``{det}:emitting``                             hash     ``event_id`` -> ``<detector id>|<lease end>``: who
+                                                        produces a pending record (one worker, not all)
 ``{dlv}:due:<endpoint>``                       zset     webhook-id -> next attempt time (epoch seconds)
 ``{dlv}:job:<endpoint>:<webhook-id>``          hash     rendered body, alert, attempts, state
 ``{dlv}:log:<endpoint>:<webhook-id>``          list     one JSON outcome per delivery attempt
@@ -75,6 +77,7 @@ DETECTOR_TAG = "{det}"
 STATE_KEY = "state"
 PENDING_KEY = "pending"
 CURSOR_KEY = "cursor"
+EMIT_LEASE_KEY = "emitting"
 
 SEVERITIES = ("info", "warning", "critical")
 """Severity names, lowest first; rules and endpoint filters use these names."""
@@ -206,7 +209,7 @@ def detector_key(namespace: str, name: str) -> str:
     """Key of the detector's state (all in hash tag ``{det}`` so one ``MULTI`` updates them).
 
     :param namespace: run namespace.
-    :param name: one of :data:`STATE_KEY`, :data:`PENDING_KEY`, :data:`CURSOR_KEY`.
+    :param name: one of :data:`STATE_KEY`, :data:`PENDING_KEY`, :data:`CURSOR_KEY`, :data:`EMIT_LEASE_KEY`.
     """
     return f"{prefix(namespace)}:{DETECTOR_TAG}:{name}"
 

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
-import redis.asyncio as aioredis
 import tomli_w
 from tqdm import tqdm
 
@@ -51,6 +49,7 @@ from finpulse.alerts.exceptions import InvalidArticle
 from finpulse.alerts.rules import severity_rank, smoothed_rate
 from finpulse.alerts.store import WindowStore, delete_namespace
 from finpulse.alerts.windows import WindowStats, bucket_start, parse_time, scope_type, scopes_for
+from finpulse.core.connections import async_redis, sync_redis
 from finpulse.core.constants import SCORE_SCALE, metrics_key
 from finpulse.core.errors import BadMessage
 from finpulse.core.messages import validate
@@ -212,7 +211,7 @@ def _say(progress: bool, text: str) -> None:
 
 
 def _check_fresh_namespace(settings: Settings) -> None:
-    r = redis.Redis.from_url(settings.redis_url)
+    r = sync_redis(settings.redis_url)
     try:
         if next(iter(r.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)), None) is not None:
             raise BacktestError(f"namespace {settings.namespace} already has Redis keys; use a new namespace")
@@ -221,7 +220,7 @@ def _check_fresh_namespace(settings: Settings) -> None:
 
 
 def _metrics(settings: Settings) -> dict[str, int]:
-    r = redis.Redis.from_url(settings.redis_url)
+    r = sync_redis(settings.redis_url)
     try:
         raw = r.hgetall(metrics_key(settings.namespace))
     finally:
@@ -555,7 +554,7 @@ def _fmt(ts: float | None) -> str | None:
 
 
 async def _flush(settings: Settings, config: Any, model_version: str | None) -> tuple:
-    r = aioredis.from_url(settings.redis_url)
+    r = async_redis(settings.redis_url)
     try:
         store = WindowStore.from_settings(r, settings)
         det = Detector.from_config(store, config, model_version=model_version)
@@ -567,7 +566,7 @@ async def _flush(settings: Settings, config: Any, model_version: str | None) -> 
 
 
 async def _delete(settings: Settings) -> None:
-    r = aioredis.from_url(settings.redis_url)
+    r = async_redis(settings.redis_url)
     try:
         await delete_namespace(r, settings.namespace)
     finally:
@@ -733,7 +732,7 @@ async def _timeseries(settings: Settings, config: Any, scopes: list[str], bucket
         alert_ends[a["scope"]].add(bucket_start(parse_time(a["window_end"]), s))
     out: dict[str, list[dict]] = {}
     volume: dict[str, ScopeVolume] = {}
-    r = aioredis.from_url(settings.redis_url)
+    r = async_redis(settings.redis_url)
     try:
         store = WindowStore.from_settings(r, settings)
         for scope in scopes:

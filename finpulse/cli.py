@@ -10,6 +10,7 @@ import sys
 import click
 
 from finpulse import __version__
+from finpulse.core.connections import async_redis, sync_redis
 from finpulse.core.settings import Settings
 from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 
@@ -225,6 +226,7 @@ def worker(namespace, faust_args) -> None:
     from finpulse.stream.app import create_app
 
     settings = Settings(namespace=namespace) if namespace else Settings()
+    _wait_for_dependencies(settings)
     _rewind_if_planned(settings)
     app = create_app(settings)
 
@@ -241,6 +243,28 @@ def worker(namespace, faust_args) -> None:
         faults = current().faults
         if faults:  # the worker stopped itself: say so in the exit status, so it is restarted
             logging.getLogger("finpulse.worker").critical("worker stopped by a fault: %s", "; ".join(faults))
+            sys.exit(EXIT_FAULT)
+
+
+def _wait_for_dependencies(settings: Settings) -> None:
+    """Before starting: wait (up to ``infra_retry_s``) for the broker and Redis to answer, as the running
+    worker waits out an outage, instead of crashing when started during a broker restart."""
+    from finpulse.stack import StackError, wait_for_listener, wait_for_redis
+    from finpulse.stream.resilience import EXIT_FAULT
+
+    log = logging.getLogger("finpulse.worker")
+    bootstrap, redis_url = resolve_bootstrap(settings), resolve_redis_url(settings)
+    for what, wait in (("the Kafka broker", lambda t: wait_for_listener(bootstrap, timeout=t)),
+                       ("Redis", lambda t: wait_for_redis(redis_url, timeout=t))):
+        try:
+            wait(2.0)
+            continue
+        except StackError:
+            log.warning("waiting up to %.0f s for %s to answer", settings.infra_retry_s, what)
+        try:
+            wait(settings.infra_retry_s)
+        except StackError as exc:
+            log.critical("not starting: %s", exc)
             sys.exit(EXIT_FAULT)
 
 
@@ -521,11 +545,10 @@ def _redis_url() -> str:
 @state.command("namespaces")
 def state_namespaces() -> None:
     """List the namespaces that have keys in Redis, with their key counts."""
-    import redis as redis_sync
 
     from finpulse.core.codec import as_str
 
-    client = redis_sync.Redis.from_url(_redis_url())
+    client = sync_redis(_redis_url())
     counts: dict[str, int] = {}
     try:
         for key in client.scan_iter(match="finpulse:*", count=1000):
@@ -544,14 +567,12 @@ def state_delete(namespace: str, yes_delete_live: bool) -> None:
     """Delete every Redis key of NAMESPACE (e.g. a backtest run with --keep)."""
     import asyncio
 
-    import redis.asyncio as aioredis
-
     from finpulse.alerts.store import delete_namespace
 
     url = _redis_url()
 
     async def run() -> int:
-        client = aioredis.from_url(url)
+        client = async_redis(url)
         try:
             return await delete_namespace(client, namespace, allow_live=yes_delete_live)
         finally:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finpulse.core.connections import sync_redis
 from finpulse.core.stackstate import running_stack, state_file
 
 from .exceptions import AppError
@@ -120,16 +121,35 @@ def _wait_until(probe, what: str, timeout: float, interval: float) -> None:
 
 def wait_for_redis(url: str, timeout: float = 20.0) -> None:
     """Block until ``PING`` succeeds at ``url``; raise :class:`StackError` after ``timeout`` s."""
-    import redis
-
     def ping() -> None:
-        client = redis.Redis.from_url(url, socket_timeout=1)
+        client = sync_redis(url, socket_timeout=1)
         try:
             client.ping()
         finally:
             client.close()
 
     _wait_until(ping, f"redis at {url}", timeout, 0.1)
+
+
+def wait_for_listener(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until one of the ``host:port`` addresses of ``bootstrap`` accepts a TCP connection (a quick
+    probe: a Kafka client's own bootstrap waits far longer before it gives up)."""
+    addrs = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        addrs.append((host.strip("[]") or "127.0.0.1", int(port)))
+
+    def connect() -> None:
+        errors = []
+        for addr in addrs:
+            try:
+                socket.create_connection(addr, timeout=1.0).close()
+                return
+            except OSError as exc:
+                errors.append(f"{addr[0]}:{addr[1]}: {exc}")
+        raise ConnectionError("; ".join(errors))
+
+    _wait_until(connect, f"broker at {bootstrap}", timeout, 0.2)
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:

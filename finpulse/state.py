@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from finpulse.core import constants as C
+from finpulse.core.connections import sync_redis
 from finpulse.core.settings import Settings
 from finpulse.stream.logwatch import group_members, set_group_offsets, topic_partitions
 
@@ -99,8 +100,6 @@ def backup(settings: Settings, path: str | os.PathLike[str], *, live: bool = Fal
     :param live: allow a backup while workers consume (see the module docstring).
     :raises StateError: when workers are running and ``live`` is false.
     """
-    import redis
-
     admin = _admin(settings)
     try:
         members = group_members(admin, settings.group_id)
@@ -112,7 +111,7 @@ def backup(settings: Settings, path: str | os.PathLike[str], *, live: bool = Fal
         admin.close()
     out = Path(path)
     tmp = out.with_name(out.name + ".tmp")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     keys = 0
     try:
         with gzip.open(tmp, "wt", encoding="utf-8") as f:
@@ -187,7 +186,6 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
         ``replace``, or when the log no longer holds the messages after a recorded offset (retention
         deleted them: the replay would have a gap).
     """
-    import redis
     from kafka.admin import OffsetSpec
 
     header, records = read_backup(path)
@@ -195,7 +193,7 @@ def restore(settings: Settings, path: str | os.PathLike[str], *, replace: bool =
         raise StateError(f"the backup is of namespace {header['namespace']!r}, not {settings.namespace!r}")
     recorded = {t: {int(p): int(o) for p, o in ps.items()} for t, ps in header["offsets"].items()}
     admin = _admin(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         members = group_members(admin, settings.group_id)
         if members:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finpulse.core.connections import async_redis
 from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
 from finpulse.core.settings import Settings
 from finpulse.ingest.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
@@ -307,9 +308,8 @@ class Crawler:
         import aiohttp
 
         if self._redis is None and self.settings.redis_url:
-            import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(self.settings.redis_url)
+            self._redis = async_redis(self.settings.redis_url)
             self._own_redis = True
         store = RedisStore(self._redis) if self._redis is not None else MemoryStore()
         self.dedup = Deduplicator(store, self.prefix, seen_ttl_s=self._seen_ttl_s, near_window_s=self._near_window_s)

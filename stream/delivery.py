@@ -13,6 +13,8 @@ from finpulse.alerts.netguard import guarded_session
 from finpulse.alerts.queue import DeliveryQueue
 from finpulse.alerts.sender import Deliverer, internal_hosts
 
+from .resilience import retry_infra
+
 log = logging.getLogger(__name__)
 
 
@@ -22,10 +24,13 @@ class DeliveryService:
     :param namespace: run namespace (Redis key prefix).
     :param redis: a ``redis.asyncio.Redis``.
     :param config: the :class:`finpulse.alerts.config.AlertsConfig` (endpoints and retry policy).
+    :param infra_retry_s: how long Redis may be unavailable at start before the worker stops
+        (``Settings.infra_retry_s``).
     """
 
-    def __init__(self, namespace: str, redis, config):
+    def __init__(self, namespace: str, redis, config, infra_retry_s: float = 60.0):
         self.config = config
+        self.infra_retry_s = infra_retry_s
         self.queue = DeliveryQueue(redis, namespace)
         self.stop_event = asyncio.Event()
 
@@ -38,7 +43,9 @@ class DeliveryService:
 
     async def run(self, on_dead) -> None:
         """Deliver due webhooks until :meth:`stop`; ``on_dead`` receives final failures."""
-        retired = await self.queue.reconcile(e.name for e in self.config.endpoints)
+        names = [e.name for e in self.config.endpoints]
+        retired = await retry_infra(lambda: self.queue.reconcile(names), what="webhook queue in Redis",
+                                    give_up_after_s=self.infra_retry_s)
         for name in retired:
             log.warning("endpoint %s is no longer configured: its queued webhooks expire in %d days unless it is "
                         "configured again", name, self.queue.keep_s // 86400)

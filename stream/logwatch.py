@@ -35,6 +35,7 @@ from typing import Any
 
 from finpulse.core import constants as C
 from finpulse.core.codec import as_str
+from finpulse.core.connections import sync_redis
 from finpulse.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,12 @@ class LogWatch:
         lags = backlog_of(ends, processed, topics)
         if lags:
             at = time.time()
-            await self.redis.hset(self._backlog_key, mapping={f"{t}|{p}": json.dumps({"lag": n, "at": at})
-                                                              for (t, p), n in lags.items()})
+            fields = [f"{t}|{p}" for (t, p) in lags]
+            before = dict(zip(fields, await self.redis.hmget(self._backlog_key, fields), strict=True))
+            prev = {f: None if v is None else json.loads(as_str(v)) for f, v in before.items()}
+            reports = {f: json.dumps(backlog_report(n, at, prev[f]))
+                       for f, n in zip(fields, lags.values(), strict=True)}
+            await self.redis.hset(self._backlog_key, mapping=reports)
             await self.redis.expire(self._backlog_key, 3600)
 
     async def caught_up(self, now: float | None = None) -> bool:
@@ -221,6 +226,21 @@ class LogWatch:
 
 
 BACKLOG_TOPICS = ("topic_raw", "topic_scored")
+
+
+def backlog_report(lag: int, at: float, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One partition's backlog report: ``lag`` messages left at ``at``, and ``zero_since``: since when
+    every report said 0 (kept across reports; ``None`` while there is a backlog). The window store counts
+    a partition idle only after it stayed empty for a while (``alerts/store.py``, ``IDLE_AFTER_S``).
+
+    :param lag: unprocessed messages now.
+    :param at: the time of this report (unix seconds).
+    :param previous: the partition's previous report (any worker's), if any.
+    """
+    if lag > 0:
+        return {"lag": lag, "at": at, "zero_since": None}
+    since = previous.get("zero_since") if previous and previous.get("lag", 1) <= 0 else None
+    return {"lag": 0, "at": at, "zero_since": at if since is None else float(since)}
 """The topics whose unprocessed messages hold back wall-clock closing (their articles are still to be counted)."""
 
 
@@ -309,11 +329,10 @@ def apply_rewind(settings: Settings, redis_url: str, *, timeout_s: float = 120.0
     :raises RuntimeError: when the group stays busy or the broker refuses (the worker must not
         start: it would skip the messages).
     """
-    import redis as redis_sync
     from kafka import KafkaAdminClient
     from kafka.admin import OffsetSpec
 
-    r = redis_sync.Redis.from_url(redis_url)
+    r = sync_redis(redis_url)
     key = C.ns_key(settings.namespace, C.REWIND_KEY)
     try:
         plan = {as_str(k): json.loads(as_str(v)) for k, v in r.hgetall(key).items()}

@@ -12,11 +12,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from finpulse.alerts.config import load_config
 from finpulse.alerts.detector import Detector
 from finpulse.alerts.store import WindowStore
+from finpulse.core.connections import async_redis
 from finpulse.core.settings import Settings
 from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 from finpulse.models import Classifier
@@ -61,7 +60,7 @@ class Services:
     async def redis(self):
         """A ``redis.asyncio.Redis`` client for the configured URL."""
         if self._redis is None:
-            self._redis = aioredis.from_url(resolve_redis_url(self.settings))
+            self._redis = async_redis(resolve_redis_url(self.settings))
         return self._redis
 
     async def store(self):
@@ -88,7 +87,8 @@ class Services:
     async def delivery(self) -> DeliveryService:
         """The process's :class:`finpulse.stream.delivery.DeliveryService` (created on first use)."""
         if self._delivery is None:
-            self._delivery = DeliveryService(self.settings.namespace, await self.redis(), self.alerts_config())
+            self._delivery = DeliveryService(self.settings.namespace, await self.redis(), self.alerts_config(),
+                                             infra_retry_s=self.settings.infra_retry_s)
         return self._delivery
 
     async def logwatch(self):

@@ -80,12 +80,26 @@ def kafka_bootstrap(stack) -> str:
     return stack.kafka_bootstrap
 
 
-@pytest_asyncio.fixture
-async def redis_client(redis_url):
-    """A ``redis.asyncio.Redis`` on a flushed database."""
-    import redis.asyncio as aioredis
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster on loopback for the session: 3 masters, one replica each (redis-server 7)."""
+    from finpulse.redis_cluster import LocalRedisCluster
+    from finpulse.stack import redis_server_binary, redis_server_version
 
-    client = aioredis.from_url(redis_url)
+    if redis_server_version(redis_server_binary()) < (7,):
+        pytest.skip("Redis Cluster tests need redis-server 7 (apt-get install redis-server)")
+    with LocalRedisCluster(masters=3, replicas=1, log_dir=str(tmp_path_factory.mktemp("redis-cluster"))) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(params=["redis", "cluster"])
+async def redis_client(request, redis_url):
+    """A ``redis.asyncio`` client on a flushed database: one Redis, then the session's Redis Cluster
+    (every test that takes it runs on both, so every script and transaction is proven on a cluster)."""
+    from finpulse.core.connections import async_redis
+
+    url = redis_url if request.param == "redis" else request.getfixturevalue("redis_cluster").url
+    client = async_redis(url)
     await client.flushdb()
     yield client
     await client.aclose()

@@ -429,7 +429,7 @@ async def test_response_bodies_are_never_kept_or_republished(redis_client, recei
         await d.run_due(T0)
     assert [r["reason"] for r in dead.records] == ["max_attempts"]
     assert dead.records[0]["attempts"][0]["response"] == "500 Internal Server Error"
-    stored = [v for k in await redis_client.keys("*") if await redis_client.type(k) == b"list"
+    stored = [v for k in [k async for k in redis_client.scan_iter(match="*")] if await redis_client.type(k) == b"list"
               for v in await redis_client.lrange(k, 0, -1)]
     assert stored and not any(b"hunter2" in v for v in stored)
     assert "hunter2" not in json.dumps(dead.records) and "hunter2" not in caplog.text

@@ -149,6 +149,56 @@ async def test_pending_until_marked_emitted(redis_client):
     assert await restarted.evaluate() == []
 
 
+async def test_workers_sharing_a_namespace_produce_each_record_once(redis_client):
+    """Each worker runs a detector on the shared state: the one that created a record produces it; the
+    others do not, unless its emission lease ran out (it crashed before acknowledging)."""
+    arts = history()
+    store = WindowStore(redis_client, "t")
+    now = [CLOCK]
+    a = Detector(store, RULES, clock=lambda: now[0], emit_lease_s=30)
+    b = Detector(WindowStore(redis_client, "t"), RULES, clock=lambda: now[0], emit_lease_s=30)
+    await store.record(arts)
+    first = await a.evaluate()
+    assert first and await b.evaluate() == [] and await b.tick(CLOCK) == []
+    assert await a.evaluate() == first  # its own records, until it acknowledges them
+    now[0] += 31  # a crashed before mark_emitted: b takes the records over, and a no longer gets them
+    assert await b.evaluate() == first and await a.evaluate() == []
+    assert await b.mark_emitted(first) == len(first)
+    now[0] += 60
+    assert await a.evaluate() == [] and await b.evaluate() == [] and await a.pending() == []
+    assert not [k async for k in redis_client.scan_iter(match="*{det}:emitting")]
+
+
+async def test_scopes_idle_past_the_longest_span_leave_the_scope_index(redis_client):
+    """Bounded memory: the scope index forgets scopes with no news for longer than the longest rule span
+    (short + baseline window) before the detector's cursor, once no alert or cooldown is open there;
+    news for a forgotten scope brings it back."""
+    store = WindowStore(redis_client, "t")
+    det = Detector(store, RULES, clock=lambda: CLOCK)
+    assert det.scope_horizon_s == 900 + 3600 + 60
+    old = [art(i, T0 + i, "neutral", tickers=[f"OLD{i}"]) for i in range(5)]
+    burst = [art(100 + i, T0 + 60 + i * 30, "negative", tickers=["BURST"]) for i in range(12)]
+    await store.record(old + burst)
+    fired = await det.evaluate()
+    assert [a["scope"] for a in fired if a["status"] == "fired"] == ["ticker:BURST"]
+    assert ("ticker", "ticker:BURST") in await det.states()
+    # 40 minutes on: BURST's alert is still open (or cooling down), the idle tickers are not yet past the span
+    await store.record([art(200 + i, T0 + 2400 + i * 60, "neutral") for i in range(5)])
+    await det.evaluate()
+    assert {"ticker:OLD0", "ticker:BURST"} <= set(await store.scopes())
+    # two hours later only market-wide news: every idle ticker is forgotten
+    await store.record([art(300 + i, T0 + 7200 + i * 60, "neutral") for i in range(120)])
+    await det.evaluate()
+    assert await det.states() == {}
+    scopes = set(await store.scopes())
+    assert not any(sc.startswith("ticker:") for sc in scopes) and {"all", "topic:Macro"} <= scopes
+    await store.record([art(500, T0 + 9400, "neutral", tickers=["OLD1"])])
+    assert "ticker:OLD1" in await store.scopes()
+    # a scope the detector still holds state for is kept whatever its age
+    assert await store.forget_idle_scopes(T0 + 10**6, keep={"all"}) >= 2
+    assert await store.scopes() == ["all"]
+
+
 async def test_records_match_schema_and_list_top_headlines(redis_client):
     arts = history()
     alerts = await replay(redis_client, "t", [arts])
@@ -189,7 +239,7 @@ async def test_detector_state_is_per_namespace(redis_client):
     await replay(redis_client, "bt-a", [arts])
     det_b = Detector(WindowStore(redis_client, "bt-b"), RULES)
     assert await det_b.pending() == [] and await det_b.states() == {} and await det_b.cursor() is None
-    keys = [k.decode() for k in await redis_client.keys("*{det}*")]
+    keys = [k.decode() for k in [k async for k in redis_client.scan_iter(match="*{det}*")]]
     assert keys and all(k.startswith("finpulse:bt-a:{det}:") for k in keys)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from finpulse.alerts.store import WindowStore, delete_namespace
+from finpulse.alerts.store import IDLE_AFTER_S, WindowStore, delete_namespace
 from finpulse.alerts.windows import parse_time
 from finpulse.core import constants as C
 from finpulse.core.rfc3339 import format as format_time
@@ -141,7 +141,7 @@ async def test_namespace_isolation(redis_client):
     await a.record([art(1, T0), art(2, T0 + 1)])
     assert (await b.record([art(1, T0)])).counted == 1  # same id, other namespace: counted there
     assert (await a.stats("all", T0 + 60, 60)).n == 2 and (await b.stats("all", T0 + 60, 60)).n == 1
-    keys = keys_of(await redis_client.keys("*"))
+    keys = keys_of([k async for k in redis_client.scan_iter(match="*")])
     assert all(k.startswith("finpulse:live:") or k.startswith("finpulse:bt-1:") for k in keys)
     assert await delete_namespace(redis_client, "bt-1") > 0
     assert (await b.stats("all", T0 + 60, 60)).n == 0 and (await a.stats("all", T0 + 60, 60)).n == 2
@@ -152,7 +152,7 @@ async def test_namespace_isolation(redis_client):
 async def test_script_keys_share_one_hash_tag(redis_client):
     store = WindowStore(redis_client, "ns", retention_s=3 * 86400)
     await store.record([art(1, T0, topic="Fed | Central Banks", tickers=["BRK.B"])])
-    keys = keys_of(await redis_client.keys("*"))
+    keys = keys_of([k async for k in redis_client.scan_iter(match="*")])
     b = T0
     for scope in ("all", "topic:Fed | Central Banks", "ticker:BRK.B"):
         for kind in ("b", "seen", "neg"):
@@ -201,8 +201,14 @@ async def test_watermark_advances_per_partition(redis_client):
     await store.record([art(1, T0 + 600)], partitions=[1])
     await store.record([art(2, T0 + 60)], partitions=[0])
     assert await store.watermark() == T0 + 60  # partition 0 holds it: it may still have news to count
-    report = {"news.raw.t|0": json.dumps({"lag": 0, "at": time.time()}),
-              "news.scored.t|0": json.dumps({"lag": 0, "at": time.time()})}
+    now = time.time()
+    just_emptied = {"news.raw.t|0": json.dumps({"lag": 0, "at": now, "zero_since": now - 5}),
+                    "news.scored.t|0": json.dumps({"lag": 0, "at": now, "zero_since": now - 5})}
+    await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), mapping=just_emptied)
+    assert await store.idle_partitions() == set()  # empty for 5 s only: news may be arriving there
+    assert await store.watermark() == T0 + 60
+    report = {"news.raw.t|0": json.dumps({"lag": 0, "at": now, "zero_since": now - IDLE_AFTER_S}),
+              "news.scored.t|0": json.dumps({"lag": 0, "at": now, "zero_since": now - 600})}
     await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), mapping=report)
     assert await store.idle_partitions() == {0}
     assert await store.watermark() == T0 + 600  # idle: processed to the end of its logs
@@ -211,6 +217,28 @@ async def test_watermark_advances_per_partition(redis_client):
     stale = json.dumps({"lag": 0, "at": time.time() - 300})
     await redis_client.hset(C.ns_key("t", C.BACKLOG_KEY), mapping={"news.raw.t|0": stale, "news.scored.t|0": stale})
     assert await store.watermark() == T0 + 60  # reports of a gone worker do not count
+    # a partition that has counted nothing yet (its worker is starting, or retrying its first batch)
+    # holds the watermark at the oldest event time, until it counts or is idle
+    four = WindowStore(redis_client, "v", partitions=4)
+    await four.record([art(5, T0 + 60), art(6, T0 + 500), art(7, T0 + 600), art(8, T0 + 900)],
+                      partitions=[0, 0, 1, 2])
+    assert await four.watermark() == T0 + 60  # partition 3 has counted nothing: the oldest event time
+    await four.record([art(9, T0 + 700)], partitions=[3])
+    assert await four.watermark() == T0 + 500  # partition 0 is the slowest now
+    await four.record([art(10, T0 + 800)], partitions=[0])
+    assert await four.watermark() == T0 + 600
     plain = WindowStore(redis_client, "u")  # without partitions (replays, backtests): the newest event time
     await plain.record([art(3, T0 + 60), art(4, T0 + 600)])
     assert await plain.watermark() == T0 + 600
+
+
+async def test_the_entity_alias_table_is_bounded(redis_client, monkeypatch):
+    import finpulse.alerts.store as store_mod
+
+    monkeypatch.setattr(store_mod, "EMERGING_ALIASES_MAX", 2)
+    store = WindowStore(redis_client, "t")
+    names = ["Silicon Valley Bank (SVB)", "First Republic Bank (FRB)", "Signature Bank Group (SBG)"]
+    for i, name in enumerate(names):
+        await store.record([art(i, T0 + i, title=f"{name} shares plunge", tickers=())])
+        assert await redis_client.hlen(C.ns_key("t", C.ENTITY_ALIASES_KEY)) <= 2
+    assert await redis_client.hget(C.ns_key("t", C.ENTITY_ALIASES_KEY), "SBG") is not None  # the newest stays

@@ -296,3 +296,24 @@ def test_state_namespaces_and_delete(runner, redis_url, namespace):
     res = runner.invoke(main, ["state", "delete", namespace], env=env)
     assert res.exit_code == 0 and "deleted 2 keys" in res.output
     assert not list(r.scan_iter(match=f"finpulse:{namespace}:*"))
+
+
+def test_a_worker_started_without_a_broker_waits_then_stops_loudly(tmp_path):
+    """Started while the broker is down (e.g. during its restart), the worker waits for it like it
+    waits out an outage, then, past ``infra_retry_s``, stops with the fault exit status."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from finpulse.stack import free_port
+
+    env = {**os.environ, "FINPULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+           "FINPULSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "FINPULSE_INFRA_RETRY_S": "3",
+           "FINPULSE_CACHE_DIR": str(tmp_path)}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "finpulse.cli", "worker"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 70, done.stderr[-2000:]
+    assert "waiting up to 3 s for the Kafka broker" in done.stderr and "not starting" in done.stderr
+    assert 3 <= time.monotonic() - t0 < 60

@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 
 from finpulse.alerts.store import WindowStore
 from finpulse.alerts.windows import scopes_for
@@ -35,9 +34,9 @@ def encode(msgs):
 
 
 async def scope_counts(redis_url: str, ns: str, scopes: list[str]) -> dict[str, tuple[int, int, int]]:
-    import redis.asyncio as aioredis
+    from finpulse.core.connections import async_redis
 
-    r = aioredis.from_url(redis_url)
+    r = async_redis(redis_url)
     store = WindowStore(r, ns)
     end = int((START + timedelta(days=1)).timestamp())
     out = {}
@@ -65,9 +64,10 @@ def expected_counts(scored: list[dict]) -> dict[str, tuple[int, int, int]]:
 
 
 def redis_metric(redis_url: str, ns: str, field: str) -> int:
+    from finpulse.core.connections import sync_redis
     from finpulse.core.constants import metrics_key
 
-    v = redis.Redis.from_url(redis_url).hget(metrics_key(ns), field)
+    v = sync_redis(redis_url).hget(metrics_key(ns), field)
     return int(v or 0)
 
 

@@ -214,3 +214,15 @@ def test_backlog_and_caught_up():
     assert not caught_up({**ok, "news.scored|1": {"lag": 0, "at": now - 300}}, now=now, partitions=2,
                          per_partition=64)
     assert not caught_up({}, now=now, partitions=2, per_partition=64)
+
+
+def test_a_backlog_report_remembers_since_when_the_partition_is_empty():
+    from finpulse.stream.logwatch import backlog_report
+
+    first = backlog_report(0, 100.0, None)
+    assert first == {"lag": 0, "at": 100.0, "zero_since": 100.0}
+    assert backlog_report(0, 105.0, first)["zero_since"] == 100.0        # still empty: since 100
+    busy = backlog_report(3, 110.0, first)
+    assert busy["zero_since"] is None                                    # news arrived
+    assert backlog_report(0, 115.0, busy)["zero_since"] == 115.0         # empty again: counts anew
+    assert backlog_report(0, 120.0, {"lag": 0, "at": 1.0})["zero_since"] == 120.0  # an old-format report

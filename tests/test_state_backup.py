@@ -8,6 +8,7 @@ same counts, the same windows and the same alerts as the Redis that was lost, co
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 import redis as redis_sync
 
 from finpulse.core import constants as C
+from finpulse.core.connections import sync_redis
 from finpulse.core.settings import Settings
 from finpulse.stack import EmbeddedStack
 from finpulse.state import StateError, backup, read_backup, restore
@@ -29,12 +31,12 @@ PHASE2 = calm_traffic(range(10, 20)) + oil_burst(range(10, 16)) + oil_calm(range
 
 
 def counted(url: str, ns: str) -> int:
-    return int(redis_sync.Redis.from_url(url).hget(C.metrics_key(ns), "counted") or 0)
+    return int(sync_redis(url).hget(C.metrics_key(ns), "counted") or 0)
 
 
 def windows(url: str, ns: str) -> dict:
     """Every bucket / roll-up / seen-set of the namespace, by key: what the counts are."""
-    r = redis_sync.Redis.from_url(url)
+    r = sync_redis(url)
     out = {}
     try:
         for k in r.scan_iter(match=f"{C.prefix(ns)}:{{*", count=500):
@@ -62,7 +64,10 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=120)
 
 
-def test_restore_into_a_fresh_redis_replays_to_the_same_alerts(kafka_stack, namespace, tmp_path):
+@pytest.mark.parametrize("target", ["redis", "cluster"])
+def test_restore_into_a_fresh_redis_replays_to_the_same_alerts(kafka_stack, namespace, tmp_path, request, target):
+    """``target``: the state is restored into a fresh redis-server, or into a Redis Cluster (the way
+    from one Redis to a cluster: back up, point the workers at the cluster, restore)."""
     s = Settings(namespace=namespace, kafka_bootstrap=kafka_stack.kafka_bootstrap, redis_url=kafka_stack.redis_url,
                  partitions=1)
     create_topics(s.kafka_bootstrap, s.all_topics(), 1)
@@ -99,25 +104,30 @@ def test_restore_into_a_fresh_redis_replays_to_the_same_alerts(kafka_stack, name
     assert [a[1:4] for a in alerts_before] == [("fired", RULE, f"topic:{OIL}")]
 
     # Redis is lost: a new, empty redis-server; the same broker (and its alerts topic) stays
-    with EmbeddedStack(kafka_bootstrap=kafka_stack.kafka_bootstrap, log_dir=str(tmp_path / "redis2")) as fresh:
-        env2 = {**env, "FINPULSE_REDIS_URL": fresh.redis_url}
+    with contextlib.ExitStack() as on_exit:
+        if target == "cluster":
+            fresh_url = request.getfixturevalue("redis_cluster").url  # the session's: the namespace is new there
+        else:
+            fresh_url = on_exit.enter_context(EmbeddedStack(kafka_bootstrap=kafka_stack.kafka_bootstrap,
+                                                            log_dir=str(tmp_path / "redis2"))).redis_url
+        env2 = {**env, "FINPULSE_REDIS_URL": fresh_url}
         done = cli(env2, "restore", str(state_file))
         assert done.returncode == 0, done.stderr
         # news.scored and the alerts topic since the backup
         assert f"{len(PHASE2) + len(alerts_before)} messages to replay" in done.stdout, done.stdout
-        assert counted(fresh.redis_url, namespace) == len(PHASE1)
+        assert counted(fresh_url, namespace) == len(PHASE1)
         # restoring twice without --replace is refused: it would mix two states
         again = cli(env2, "restore", str(state_file))
         assert again.returncode != 0 and "--replace" in again.stderr
 
         worker = Worker(env2, tmp_path / "w3.log")
         try:
-            wait_for(lambda: counted(fresh.redis_url, namespace) >= before["counted"], 120, what="replay counted")
+            wait_for(lambda: counted(fresh_url, namespace) >= before["counted"], 120, what="replay counted")
             wait_for(lambda: len(alerts_of(s)) >= 2, 60, what="the alert fired again after the replay")
         finally:
             worker.stop()
-        assert counted(fresh.redis_url, namespace) == before["counted"]  # nothing counted twice
-        assert windows(fresh.redis_url, namespace) == before["windows"]
+        assert counted(fresh_url, namespace) == before["counted"]  # nothing counted twice
+        assert windows(fresh_url, namespace) == before["windows"]
         replayed = alerts_of(s)
         # the replay re-emits the same alert (same id, window and status) and nothing else
         assert sorted(set(replayed)) == alerts_before and len(replayed) == 2 * len(alerts_before)
