@@ -419,25 +419,27 @@ class WindowStore:
             for c in dict.fromkeys(canon[c] for c in art.candidates if c in canon):
                 mentions.setdefault(c, []).append(art)
         newly: dict[str, list[Article]] = {}
-        for name, arts in sorted(mentions.items()):
-            if name in promoted:
-                continue
+        waiting_names = [(n, arts) for n, arts in sorted(mentions.items()) if n not in promoted]
+        pipe = self.redis.pipeline(transaction=False)  # one round trip for every candidate of the batch
+        for name, arts in waiting_names:
             key = C.candidate_key(ns, name)
-            pipe = self.redis.pipeline(transaction=False)
-            for a in arts:
-                pipe.zadd(key, {json.dumps([a.id, a.sentiment, a.score_micro, a.model_version, a.headline],
-                                           sort_keys=True, ensure_ascii=False): a.ts})
+            pipe.zadd(key, {json.dumps([a.id, a.sentiment, a.score_micro, a.model_version, a.headline],
+                                       sort_keys=True, ensure_ascii=False): a.ts for a in arts})
             pipe.expire(key, 2 * EMERGING_WINDOW_S)
-            newest = max(a.ts for a in arts)
-            pipe.zrangebyscore(key, newest - EMERGING_WINDOW_S, "+inf")
-            waiting = [json.loads(as_str(m)) for m in (await pipe.execute())[-1]]
+            pipe.zrangebyscore(key, max(a.ts for a in arts) - EMERGING_WINDOW_S, "+inf")
+        replies = (await pipe.execute())[2::3] if waiting_names else []
+        done: list[str] = []
+        for (name, arts), raw in zip(waiting_names, replies, strict=True):
+            waiting = [json.loads(as_str(m)) for m in raw]
             if len({m[0] for m in waiting}) >= EMERGING_MIN_MENTIONS:
                 in_batch = {a.id for a in arts}
                 newly[name] = [Article(id=i, ts=rfc3339.parse(h["published_at"]).timestamp(), sentiment=s,
                                        score_micro=int(sm), model_version=mv, duplicate_of=None,
                                        scopes=(f"entity:{name}",), headline=h)
                                for i, s, sm, mv, h in waiting if i not in in_batch]
-                await self.redis.delete(key)
+                done.append(C.candidate_key(ns, name))
+        if done:
+            await self.redis.unlink(*done)  # a cluster client sends one per slot
         if newly:
             log.info("namespace %s: emerging entities %s", ns, ", ".join(sorted(newly)))
             backlog = [a for arts in newly.values() for a in arts]

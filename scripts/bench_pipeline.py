@@ -60,11 +60,15 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--redis-cluster", action="store_true",
+                    help="run the worker on a 3-master Redis Cluster (one replica each) instead of one Redis")
     args = ap.parse_args()
 
-    import redis
+    import contextlib
+
     from kafka import KafkaConsumer
 
+    from finpulse.core.connections import sync_redis
     from finpulse.core.constants import metrics_key
     from finpulse.models import Classifier
 
@@ -94,13 +98,19 @@ def main() -> None:
 
     before = classifier_rates()
     result: dict = {}
-    with EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
-                       redis_url=os.environ.get("FINPULSE_REDIS_URL", "")) as stack:
+    with contextlib.ExitStack() as on_exit:
+        redis_url = os.environ.get("FINPULSE_REDIS_URL", "")
+        if args.redis_cluster:
+            from finpulse.redis_cluster import LocalRedisCluster
+
+            redis_url = on_exit.enter_context(LocalRedisCluster(masters=3, replicas=1)).url
+        stack = on_exit.enter_context(EmbeddedStack(kafka_bootstrap=os.environ.get("FINPULSE_KAFKA_BOOTSTRAP", ""),
+                                                    redis_url=redis_url))
         ns = f"bench-{int(time.time())}"
         s = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, namespace=ns, partitions=1)
         ensure_topics(s, s.all_topics())
         worker = WorkerProcess(s, Path(stack.log_dir) / "worker.log", log_level="warning")
-        r = redis.Redis.from_url(stack.redis_url)
+        r = sync_redis(stack.redis_url)
         key = metrics_key(ns)
         producer = NewsProducer(s, create_topics=False)
         try:
@@ -202,6 +212,7 @@ def main() -> None:
     from finpulse.models.bench import machine
 
     result["machine"] = machine()
+    result["redis"] = "cluster: 3 masters, 1 replica each" if args.redis_cluster else "one redis-server"
     result["settings"] = {"batch_max": settings0.batch_max, "batch_within_s": settings0.batch_within, "partitions": 1,
                           "infer_workers": settings0.infer_workers,
                           "infer_threads": settings0.infer_threads_resolved(), "infer_spinning": settings0.infer_spinning}
