@@ -28,6 +28,7 @@ import finpulse
 from finpulse.core import constants as C
 from finpulse.core.http import parse_retry_after
 from finpulse.core.messages import Alert
+from finpulse.core.metrics import metrics
 from finpulse.core.rfc3339 import format as format_time
 
 from .config import Endpoint, RetryPolicy, redact_url
@@ -204,6 +205,7 @@ class Deliverer:
             return
         attempt = job["attempts"] + 1
         res = await self._post(ep, wid, job["body"])
+        metrics().webhook_attempts.labels(endpoint=ep.name, outcome=res.outcome).inc()
         entry = {
             "attempt": attempt, "at": format_time(self.clock()), "outcome": res.outcome, "status": res.status,
             "error": res.error, "duration_ms": res.duration_ms, "retry_after_s": res.retry_after_s,

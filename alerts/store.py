@@ -43,16 +43,20 @@ from .windows import (
 log = logging.getLogger(__name__)
 
 # One call per scope and batch (every key shares the scope's hash tag).
-# KEYS: per bucket j (1-based): bucket hash 4j-3, seen set 4j-2, top-negative zset 4j-1, hourly roll-up 4j
-# ARGV: ttl, top k, roll-up ttl, then 6 per article: j, id, sentiment field, score (micro int),
-#       model-version field ('' = none), headline JSON ('' = not negative)
+# KEYS: per bucket j (1-based): bucket hash 4j-3, seen set 4j-2, top-negative zset 4j-1, hourly roll-up 4j;
+#       last: the scope's recent-headlines list
+# ARGV: ttl, top k, roll-up ttl, recent n, then 7 per article: j, id, sentiment field, score (micro int),
+#       model-version field ('' = none), headline JSON ('' = not negative), recent-headline JSON
 # returns one 1 (newly counted) or 0 (already in the bucket's seen set) per article
 _RECORD_LUA = """
 local ttl = tonumber(ARGV[1])
 local topk = tonumber(ARGV[2])
 local rttl = tonumber(ARGV[3])
+local nrecent = tonumber(ARGV[4])
 local out, touched, negs = {}, {}, {}
-for i = 4, #ARGV, 6 do
+local recent = KEYS[#KEYS]
+local pushed = false
+for i = 5, #ARGV, 7 do
   local j = tonumber(ARGV[i])
   local bkey = KEYS[4 * j - 3]
   if redis.call('SADD', KEYS[4 * j - 2], ARGV[i + 1]) == 1 then
@@ -69,6 +73,8 @@ for i = 4, #ARGV, 6 do
       redis.call('ZREMRANGEBYRANK', KEYS[4 * j - 1], topk, -1)
       negs[j] = true
     end
+    redis.call('LPUSH', recent, ARGV[i + 6])
+    pushed = true
     touched[j] = true
     out[#out + 1] = 1
   else
@@ -82,6 +88,10 @@ for j, _ in pairs(touched) do
 end
 for j, _ in pairs(negs) do
   redis.call('EXPIRE', KEYS[4 * j - 1], ttl)
+end
+if pushed then
+  redis.call('LTRIM', recent, 0, nrecent - 1)
+  redis.call('EXPIRE', recent, ttl)
 end
 return out
 """
@@ -513,7 +523,10 @@ class WindowStore:
             # member = [published_at, id, headline]: equal scores order by time, then id (as top_negative)
             headline = (json.dumps([a.headline["published_at"], a.id, a.headline], sort_keys=True, ensure_ascii=False)
                         if a.sentiment == "negative" else "")
-            args = [a.id, a.sentiment, a.score_micro, mv, headline]
+            recent = json.dumps({**a.headline, "sentiment": a.sentiment,
+                                 "topic": next((sc[6:] for sc in a.scopes if sc.startswith("topic:")), None)},
+                                sort_keys=True, ensure_ascii=False)
+            args = [a.id, a.sentiment, a.score_micro, mv, headline, recent]
             for scope in a.scopes:
                 by_scope.setdefault(scope, []).append((idx, b, args))
                 newest_bucket[scope] = max(newest_bucket.get(scope, b), b)
@@ -524,14 +537,14 @@ class WindowStore:
                 chunk = rows[off:off + RECORD_CHUNK]
                 slots: dict[int, int] = {}
                 keys: list[str] = []
-                argv: list = [self.retention_s, C.TOP_K, self.rollup_retention_s]
+                argv: list = [self.retention_s, C.TOP_K, self.rollup_retention_s, C.RECENT_N]
                 for _, b, args in chunk:
                     if b not in slots:
                         slots[b] = len(slots) + 1
                         keys += [C.bucket_key(ns, scope, b), C.seen_key(ns, scope, b), C.top_negative_key(ns, scope, b),
                                  C.rollup_key(ns, scope, bucket_start(b, C.ROLLUP_SECONDS))]
                     argv += [slots[b], *args]
-                script_calls.append((keys, argv))
+                script_calls.append(([*keys, C.recent_key(ns, scope)], argv))
                 calls.append([(idx, scope, b) for idx, b, _ in chunk])
         scopes_key = C.ns_key(ns, C.SCOPES_KEY)
         for scope, b in newest_bucket.items():
@@ -778,6 +791,19 @@ class WindowStore:
         _, end = window_bounds(end_ts, max(ws), self.bucket_seconds)
         series = await self.bucket_series(scope, end - max(ws), end)
         return {w: series.window(end - w, end) for w in ws}
+
+    async def recent_headlines(self, scope: str, k: int = C.RECENT_N) -> list[dict]:
+        """The scope's most recently counted headlines, newest event time first.
+
+        :param scope: the scope.
+        :param k: how many (at most :data:`finpulse.core.constants.RECENT_N` are kept).
+        :returns: dicts with ``id``, ``title``, ``url``, ``source``, ``published_at``, ``sentiment``,
+            ``sentiment_score`` and ``topic``.
+        """
+        raw = await self.redis.lrange(C.recent_key(self.namespace, normalize_scope(scope)), 0, C.RECENT_N - 1)
+        rows = [json.loads(as_str(x)) for x in raw]
+        rows.sort(key=lambda h: (h["published_at"], h["id"]), reverse=True)
+        return rows[:k]
 
     async def top_negative(self, scope: str, end_ts: float, window_s: int, k: int = C.TOP_K) -> list[dict]:
         """The ``k`` most negative headlines (sentiment ``negative``) of a window.

@@ -11,6 +11,7 @@ key (after ``finpulse:<ns>:``)                 type     content
                                                         ``sum_sentiment_score_micro``, ``mv:<model_version>``
 ``{<scope>}:seen:<bucket>``                    set      article ids counted in the bucket (idempotency)
 ``{<scope>}:neg:<bucket>``                     zset     5 most negative headlines (JSON), score = micro-score
+``{<scope>}:recent``                           list     the scope's 30 most recently counted headlines (JSON)
 ``claim:<article id>``                         string   the labels an article was first counted with (JSON:
                                                         scopes, sentiment, micro-score, model version)
 ``scopes``                                     zset     scope -> start of the newest bucket with data
@@ -22,6 +23,13 @@ key (after ``finpulse:<ns>:``)                 type     content
 ``{det}:cursor``                               string   last bucket boundary evaluated (epoch seconds)
 ``{det}:emitting``                             hash     ``event_id`` -> ``<detector id>|<lease end>``: who
                                                         produces a pending record (one worker, not all)
+``{hist}:records``                             hash     ``event_id`` -> alert record (JSON), the alert history
+``{hist}:by-time``                             zset     ``event_id`` -> window end (epoch seconds)
+``{hist}:acks``                                hash     ``alert_id`` -> acknowledgement (JSON: by, at, note)
+``silences``                                   hash     ``scope:<scope>`` / ``alert:<id>`` -> silence (JSON)
+``{mon:<model version>}:h:<hour>``             hash     predictions of the hour: ``n``, ``<kind>|<category>`` counts
+``{mon:<model version>}:ref``                  hash     the version's reference distribution (frozen)
+``model-versions``                             zset     model version -> last time it scored
 ``{dlv}:due:<endpoint>``                       zset     webhook-id -> next attempt time (epoch seconds)
 ``{dlv}:job:<endpoint>:<webhook-id>``          hash     rendered body, alert, attempts, state
 ``{dlv}:log:<endpoint>:<webhook-id>``          list     one JSON outcome per delivery attempt
@@ -40,6 +48,9 @@ BUCKET_KEY = "b"
 ROLLUP_KEY = "h"
 SEEN_KEY = "seen"
 TOP_NEGATIVE_KEY = "neg"
+RECENT_KEY = "recent"
+RECENT_N = 30
+"""Newest headlines kept per scope (the dashboard's "recent headlines" of a scope)."""
 CLAIM_KEY = "claim"
 SCOPES_KEY = "scopes"
 EVENT_TIME_KEY = "evtime"
@@ -47,6 +58,10 @@ METRICS_KEY = "metrics"
 ENTITIES_KEY = "entities"        # promoted emerging entities: zset entity -> newest mention (event time)
 ENTITY_ALIASES_KEY = "entity-aliases"   # hash acronym -> the name it stands for ("SVB" -> "Silicon Valley Bank")
 CANDIDATE_KEY = "cand"           # per candidate name, in its future scope's hash tag: zset of its mentions
+MONITOR_KEY = "mon"                       # model monitoring, in hash tag {mon:<model version>}
+MODEL_VERSIONS_KEY = "model-versions"     # zset model version -> last time it scored (wall clock)
+HISTORY_TAG = "{hist}"                    # alert history: {hist}:records (hash), {hist}:by-time (zset), {hist}:acks
+SILENCES_KEY = "silences"                 # hash "scope:<scope>" | "alert:<alert id>" -> silence (JSON)
 LOG_IDENTITY_KEY = "log-identity"         # hash: cluster_id, topic -> topic id (stream/logwatch.py)
 PROCESSED_OFFSETS_KEY = "log-processed"   # hash "topic|partition" -> highest offset processed
 REWIND_KEY = "log-rewind"                 # hash topic -> why: the rewind plan after a log reset
@@ -163,6 +178,15 @@ def seen_key(namespace: str, scope: str, bucket: int) -> str:
     return f"{prefix(namespace)}:{{{scope}}}:{SEEN_KEY}:{bucket}"
 
 
+def recent_key(namespace: str, scope: str) -> str:
+    """Key of the list of a scope's most recently counted headlines (newest first, JSON).
+
+    :param namespace: run namespace.
+    :param scope: normalised scope.
+    """
+    return f"{prefix(namespace)}:{{{scope}}}:{RECENT_KEY}"
+
+
 def top_negative_key(namespace: str, scope: str, bucket: int) -> str:
     """Key of the sorted set of a bucket's most negative headlines.
 
@@ -183,6 +207,25 @@ def claim_key(namespace: str, article_id: str) -> str:
     :param article_id: the article's id.
     """
     return f"{prefix(namespace)}:{CLAIM_KEY}:{article_id}"
+
+
+def monitor_key(namespace: str, model_version: str, name: str) -> str:
+    """Key of the model monitoring of one model version (``h:<hour>`` counts, ``ref``, ``ref-meta``).
+
+    :param namespace: run namespace.
+    :param model_version: the model version (its own hash tag).
+    :param name: ``h:<hour start>``, ``ref`` or ``ref-meta``.
+    """
+    return f"{prefix(namespace)}:{{{MONITOR_KEY}:{model_version}}}:{name}"
+
+
+def history_key(namespace: str, name: str) -> str:
+    """Key of the alert history (``records``, ``by-time``, ``acks``; all in hash tag ``{hist}``).
+
+    :param namespace: run namespace.
+    :param name: the structure.
+    """
+    return f"{prefix(namespace)}:{HISTORY_TAG}:{name}"
 
 
 def ns_key(namespace: str, name: str) -> str:

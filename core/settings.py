@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 #: The checkout's root (``core/`` is one of its folders). Meaningful in a checkout only (tests,
@@ -128,6 +128,15 @@ class Settings(BaseSettings):
         unprocessed acknowledged) so that the orchestrator restarts it.
     :param cache_dir: finpulse's cache folder (the fp16 GPU model, the workers' Faust data folders);
         empty = ``$XDG_CACHE_HOME/finpulse``, else ``~/.cache/finpulse`` (:meth:`cache_path`).
+    :param ops_host: address the operations endpoints (``/livez``, ``/readyz``, ``/metrics``) of the
+        worker and the crawler bind to (``0.0.0.0`` in containers).
+    :param worker_ops_port: the worker's operations port (0 = any free port, logged; -1 = off). Each
+        process serves its own; several workers on one host need one port each.
+    :param crawler_ops_port: the crawler's operations port (same rules).
+    :param serve_host: address ``finpulse serve`` (dashboard, API) binds to.
+    :param serve_port: port of ``finpulse serve`` (0 = any free port).
+    :param api_token: bearer token that API mutations (acknowledge, silence) require; unset = the API
+        is read-only.
     """
 
     model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
@@ -171,6 +180,13 @@ class Settings(BaseSettings):
     rules_file: str = Field("", validate_default=True)
     webhook_secrets_file: str = ""
     cache_dir: str = ""
+
+    ops_host: str = "127.0.0.1"
+    worker_ops_port: int = Field(9464, ge=-1, le=65535)
+    crawler_ops_port: int = Field(9465, ge=-1, le=65535)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(8050, ge=0, le=65535)
+    api_token: SecretStr | None = None
 
     def infer_threads_resolved(self) -> int:
         """ONNX Runtime intra-op threads per inference run (``infer_threads``, or the cores / workers)."""

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from finpulse.alerts.config import load_config  # noqa: E402
 from finpulse.alerts.detector import Detector  # noqa: E402
 from finpulse.alerts.store import WindowStore  # noqa: E402
-from finpulse.core.connections import async_redis  # noqa: E402
+from finpulse.core.connections import async_redis, primaries, sync_redis  # noqa: E402
 from finpulse.core.settings import Settings  # noqa: E402
 from finpulse.models.data import load_split  # noqa: E402
 from finpulse.models.labels import TOPIC_LABELS as TOPICS  # noqa: E402
@@ -71,9 +71,24 @@ async def one_run(url: str, msgs: list[dict], batch: int, run: int) -> dict:
             "detector_ms_per_batch": 1000 * t_det / (len(msgs) / batch)}
 
 
+def commands(url: str) -> list[int]:
+    """Commands processed so far by each primary."""
+    client = sync_redis(url)
+    try:
+        return [int(n.info("stats")["total_commands_processed"]) for n in primaries(client)]
+    finally:
+        client.close()
+
+
 def measure(url: str, msgs: list[dict], batch: int, repeat: int) -> dict:
+    before = commands(url)
     runs = [asyncio.run(one_run(url, msgs, batch, k)) for k in range(repeat)]
-    return {k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0]} | {"runs": len(runs)}
+    per_node = [b - a for a, b in zip(before, commands(url), strict=True)]
+    out = {k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0]} | {"runs": len(runs)}
+    # how the Redis work spreads: commands per headline, and the busiest primary's share
+    out["redis_commands_per_headline"] = round(sum(per_node) / (len(msgs) * repeat), 2)
+    out["busiest_primary_share"] = round(max(per_node) / sum(per_node), 3)
+    return out
 
 
 def main() -> None:

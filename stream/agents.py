@@ -24,6 +24,9 @@ from collections import deque
 
 from finpulse.core.constants import metrics_key
 from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
+from finpulse.core.metrics import metrics
+from finpulse.core.opsserver import start_ops_server, tcp_check
+from finpulse.core.stackstate import resolve_bootstrap
 
 from .app import agent, current, on_shutdown, task, timer
 from .logwatch import CHECK_INTERVAL_S
@@ -34,9 +37,17 @@ from .services import worker_env_summary
 
 log = logging.getLogger(__name__)
 
+DRIFT_CHECK_S = 60.0
+"""How often the worker compares its recent predictions with the model's reference."""
+_drift_logged: dict[str, float] = {}
 
-async def _send(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
-    futures = [await topic.send(key=k, value=v, force=True) for k, v in messages]
+RAW_TS_HEADER = "finpulse-raw-ts"
+"""Header of a ``news.scored`` record: when its ``news.raw`` record was appended (epoch seconds)."""
+
+
+async def _send(topic, messages: list[tuple]) -> None:
+    futures = [await topic.send(key=m[0], value=m[1], headers=m[2] if len(m) > 2 else None, force=True)
+               for m in messages]
     if futures:
         # shielded: a worker stopping while a batch is produced cancels the agent, not the sends
         # (the producer completes them as it stops; cancelling them made Faust's publish callback
@@ -44,8 +55,9 @@ async def _send(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
         await asyncio.shield(asyncio.gather(*futures))
 
 
-async def _produce(topic, messages: list[tuple[bytes | None, bytes]]) -> None:
-    """Send and wait until the broker acknowledged every message; broker outages are waited out
+async def _produce(topic, messages: list[tuple]) -> None:
+    """Send ``(key, value[, headers])`` messages and wait until the broker acknowledged every one;
+    broker outages are waited out
     (:func:`~finpulse.stream.resilience.retry_infra`: a retry may send a message twice, which every
     consumer of our topics tolerates: ids are deterministic)."""
     if messages:
@@ -79,8 +91,34 @@ async def _ack(stream, events) -> None:
 
 
 def _log_dead(dead: list[dict]) -> None:
+    """Log each dead letter and count it by stage and reason code."""
+    m = metrics()
     for d in dead:
         log.warning("dead-lettered %s[%s]@%s: %s", d["topic"], d["partition"], d["offset"], d["reason"][:300])
+        m.headlines_dead_lettered.labels(stage=d.get("stage", ""), reason=d["reason"].split(":", 1)[0]).inc()
+
+
+def _observe_batch(stage: str, events, started: float) -> None:
+    """Batch duration of ``stage``, and how old the newest message of the batch was (consumer lag)."""
+    m = metrics()
+    now = time.time()
+    m.batch_duration.labels(stage=stage).observe(time.perf_counter() - started)
+    stamps = [e.message.timestamp for e in events if e.message.timestamp]
+    if stamps:
+        m.consumer_lag.labels(topic=events[0].message.topic).set(max(0.0, now - max(stamps)))
+
+
+def _raw_ts(message) -> float | None:
+    """The ``news.raw`` append time a scored record carries in its headers (for the end-to-end lag)."""
+    headers = message.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for k, v in items:
+        if k == RAW_TS_HEADER:
+            try:
+                return float(v.decode() if isinstance(v, bytes) else v)
+            except ValueError:
+                return None
+    return None
 
 
 def _dead(m, reason: str, stage: str, now: float) -> dict:
@@ -104,30 +142,48 @@ async def classify(stream):
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
     clf = await services.classifier()
+    monitor = await services.monitor()
+    m = metrics()
+    m.model_info.labels(version=clf.model_version).set(1)
     oldest_ts = settings.oldest_event_ts()
     inflight: deque[asyncio.Task] = deque()
 
-    async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None) -> None:
+    def timed_classify(texts: list[str]) -> list[dict]:
+        t0 = time.perf_counter()
+        try:
+            return clf.classify(texts)
+        finally:
+            m.inference_duration.observe(time.perf_counter() - t0)
+
+    async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None, started: float) -> None:
         batch = await scoring
         if previous is not None:
             await previous  # keep output order; a failed predecessor fails this batch too
-        await _produce(topics.scored, [(m["id"].encode(), v) for m, v in zip(batch.scored, batch.encoded, strict=True)])
+        await _produce(topics.scored, [
+            (msg["id"].encode(), v, [(RAW_TS_HEADER, str(src.timestamp).encode())] if src.timestamp else None)
+            for msg, v, src in zip(batch.scored, batch.encoded, batch.sources, strict=True)])
         if batch.dead:
             _log_dead(batch.dead)
             await _produce(topics.dlq, [(None, encode(d)) for d in batch.dead])
         await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
+        await retry_infra(lambda: monitor.observe(batch.scored), what="model monitoring in Redis",
+                          give_up_after_s=settings.infra_retry_s)
+        m.headlines_classified.inc(len(batch.scored))
         await _ack(stream, events)
+        _observe_batch("classify", events, started)
 
     try:
         async for events in stream.noack_take(settings.batch_max, settings.batch_within):
+            started = time.perf_counter()
             items = [RawItem(e.message.value, e.message.topic, e.message.partition, e.message.offset,
-                             e.message.key) for e in events]
+                             e.message.key, e.message.timestamp) for e in events]
             scoring = loop.run_in_executor(
                 services.executor,
-                lambda items=items: score_batch(items, clf.classify, max_bytes=settings.max_payload_bytes,
+                lambda items=items: score_batch(items, timed_classify, max_bytes=settings.max_payload_bytes,
                                                 future_tolerance_s=settings.future_tolerance_s,
                                                 oldest_ts=oldest_ts))
-            inflight.append(asyncio.ensure_future(finish(events, scoring, inflight[-1] if inflight else None)))
+            inflight.append(asyncio.ensure_future(finish(events, scoring, inflight[-1] if inflight else None,
+                                                         started)))
             while inflight and (inflight[0].done() or len(inflight) > settings.infer_workers):
                 await inflight.popleft()
     finally:
@@ -150,9 +206,12 @@ async def aggregate(stream):
     settings, services, topics = w.settings, w.services, w.topics
     store = await services.store()
     detector = await services.detector()
+    history = await services.history()
+    m = metrics()
     give_up = settings.infra_retry_s
     async for events in stream.noack_take(settings.batch_max * 4, settings.batch_within):
-        now = time.time()
+        now, started = time.time(), time.perf_counter()
+        totals = {"counted": 0, "duplicates": 0, "syndicated": 0, "late": 0}
         articles, dead, ok_events = [], [], []
         for e in events:
             try:
@@ -165,10 +224,12 @@ async def aggregate(stream):
 
         partitions = [e.message.partition for e in ok_events]
 
-        async def record(idx, articles=articles, invalid=invalid, partitions=partitions) -> None:
+        async def record(idx, articles=articles, invalid=invalid, partitions=partitions, totals=totals) -> None:
             res = await store.record([articles[i] for i in idx], [partitions[i] for i in idx])
             for j, reason in res.invalid:  # parsable JSON but not a usable scored article
                 invalid[idx[j]] = reason
+            for k in totals:
+                totals[k] += getattr(res, k)
 
         failed = await isolate(list(range(len(articles))), record, what="record in Redis", give_up_after_s=give_up)
         for i, reason in sorted(invalid.items()):
@@ -181,15 +242,32 @@ async def aggregate(stream):
         await _produce(topics.dlq, [(None, encode(d)) for d in dead])
         alerts = await retry_infra(detector.evaluate, what="detector in Redis", give_up_after_s=give_up)
         if alerts:
-            await _produce(topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
-            await retry_infra(lambda alerts=alerts: detector.mark_emitted(alerts), what="detector in Redis",
-                              give_up_after_s=give_up)
-            for a in alerts:
-                log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
-                            a["negative_rate"], a["count"])
+            await _publish_alerts(alerts, detector, history, give_up)
         # record() itself counts counted / duplicates / syndicated / late / invalid in the same hash
         await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
         await _ack(stream, events)
+        m.headlines_counted.inc(totals["counted"])
+        m.headlines_duplicate.labels(kind="redelivered").inc(totals["duplicates"])
+        m.headlines_duplicate.labels(kind="syndicated").inc(totals["syndicated"])
+        m.headlines_late.inc(totals["late"])
+        done = time.time()
+        for e in ok_events:
+            raw_ts = _raw_ts(e.message)
+            if raw_ts is not None:
+                m.end_to_end_lag.observe(max(0.0, done - raw_ts))
+        _observe_batch("aggregate", events, started)
+
+
+async def _publish_alerts(alerts: list[dict], detector, history, give_up: float) -> None:
+    """Produce alert records, keep them in the history, then acknowledge them to the detector."""
+    w = current()
+    await _produce(w.topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
+    await retry_infra(lambda: history.add(alerts), what="alert history in Redis", give_up_after_s=give_up)
+    await retry_infra(lambda: detector.mark_emitted(alerts), what="detector in Redis", give_up_after_s=give_up)
+    for a in alerts:
+        metrics().alerts.labels(status=a["status"], severity=a["severity"]).inc()
+        log.warning("ALERT %s %s %s rate=%.2f n=%s", a["status"], a["rule"], a["scope"],
+                    a["negative_rate"], a["count"])
 
 
 @task()
@@ -258,8 +336,7 @@ async def close_quiet_buckets():
     detector = await w.services.detector()
     alerts = await detector.tick(time.time())
     if alerts:
-        await _produce(w.topics.alerts, [(a["alert_id"].encode(), encode(a)) for a in alerts])
-        await detector.mark_emitted(alerts)
+        await _publish_alerts(alerts, detector, await w.services.history(), w.settings.infra_retry_s)
 
 
 @agent("alerts", concurrency=1)
@@ -310,3 +387,50 @@ async def run_deliveries():
 async def stop_deliveries(sender, **kwargs) -> None:
     """Worker shutdown: the delivery loop ends after its current attempt instead of mid-request."""
     current().services.stop_delivery()
+
+
+@task()
+async def serve_operations() -> None:
+    """``/livez``, ``/readyz`` (Redis answers, the broker accepts connections, the model is loaded)
+    and ``/metrics`` on ``worker_ops_port`` (:mod:`finpulse.core.opsserver`)."""
+    w = current()
+    settings, services = w.settings, w.services
+    bootstrap = resolve_bootstrap(settings)
+
+    async def redis_ok() -> None:
+        await (await services.redis()).ping()
+
+    async def broker_ok() -> None:
+        await tcp_check(bootstrap)
+
+    async def model_ok() -> None:
+        if not services.model_loaded():
+            raise RuntimeError("the model is not loaded yet")
+
+    services.ops = await start_ops_server(settings.ops_host, settings.worker_ops_port,
+                                          {"redis": redis_ok, "broker": broker_ok, "model": model_ok},
+                                          metrics().registry, what="worker operations endpoints")
+
+
+@timer(interval=DRIFT_CHECK_S)
+async def watch_model_drift() -> None:
+    """Compare the recent predictions of the model version in force with its reference
+    (:mod:`finpulse.stream.monitoring`); export the PSI per distribution and log drift (hourly)."""
+    w = current()
+    clf = await w.services.classifier()
+    monitor = await w.services.monitor()
+    rep = await retry_infra(lambda: monitor.report(clf.model_version), what="model monitoring in Redis",
+                            give_up_after_s=w.settings.infra_retry_s)
+    m = metrics()
+    for kind, v in rep["kinds"].items():
+        m.model_drift.labels(kind=kind).set(v["psi"] if rep["judged"] else float("nan"))
+    m.model_monitored.labels(window="reference").set(rep["n_reference"])
+    m.model_monitored.labels(window="recent").set(rep["n_current"])
+    now = time.monotonic()
+    for kind in rep["drifted"]:
+        if now - _drift_logged.get(kind, -1e9) >= 3600:
+            _drift_logged[kind] = now
+            log.error("model drift: %s of model %s has PSI %.2f against its reference (%d headlines) over the "
+                      "last %d h (%d headlines); see docs/operations.md", kind, clf.model_version,
+                      rep["kinds"][kind]["psi"], rep["n_reference"], rep["window_hours"], rep["n_current"])
+

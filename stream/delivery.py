@@ -12,6 +12,8 @@ import logging
 from finpulse.alerts.netguard import guarded_session
 from finpulse.alerts.queue import DeliveryQueue
 from finpulse.alerts.sender import Deliverer, internal_hosts
+from finpulse.alerts.silences import Silences
+from finpulse.core.metrics import metrics
 
 from .resilience import retry_infra
 
@@ -32,10 +34,18 @@ class DeliveryService:
         self.config = config
         self.infra_retry_s = infra_retry_s
         self.queue = DeliveryQueue(redis, namespace)
+        self.silences = Silences(redis, namespace)
         self.stop_event = asyncio.Event()
 
     async def enqueue(self, alert: dict) -> list[str]:
-        """Queue ``alert`` for every endpoint whose filters accept it (idempotent per webhook-id)."""
+        """Queue ``alert`` for every endpoint whose filters accept it (idempotent per webhook-id), unless a
+        silence holds it back (:mod:`finpulse.alerts.silences`: recorded, not delivered)."""
+        silence = await self.silences.silencing(alert)
+        if silence is not None:
+            log.info("alert %s %s not delivered: silenced (%s until %s, by %s)", alert.get("alert_id"),
+                     alert.get("status"), silence["target"], silence["until"], silence["by"])
+            metrics().alerts_silenced.inc()
+            return []
         queued = await self.queue.enqueue(alert, self.config.endpoints)
         if queued:
             log.info("alert %s %s queued for %s", alert.get("alert_id"), alert.get("status"), ", ".join(queued))

@@ -23,6 +23,8 @@ class RawItem:
     partition: int
     offset: int
     key: bytes | None = None
+    timestamp: float | None = None
+    """When the broker appended the record (epoch seconds), for the end-to-end lag metric."""
 
 
 @dataclass
@@ -32,6 +34,8 @@ class ScoredBatch:
     scored: list[dict] = field(default_factory=list)
     dead: list[dict] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)
+    sources: list[RawItem] = field(default_factory=list)
+    """The consumed record each scored message came from (same order as ``scored``)."""
 
 
 def classify_text(msg: dict) -> str:
@@ -123,6 +127,7 @@ def score_batch(items: list[RawItem], classify, *, max_bytes: int, future_tolera
             continue
         out.scored.append(scored)
         out.encoded.append(value)
+        out.sources.append(it)
     return out
 
 

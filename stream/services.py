@@ -14,6 +14,7 @@ from typing import Any
 
 from finpulse.alerts.config import load_config
 from finpulse.alerts.detector import Detector
+from finpulse.alerts.history import AlertHistory
 from finpulse.alerts.store import WindowStore
 from finpulse.core.connections import async_redis
 from finpulse.core.settings import Settings
@@ -21,6 +22,7 @@ from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 from finpulse.models import Classifier
 
 from .delivery import DeliveryService
+from .monitoring import ModelMonitor
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class Services:
         self._alerts_config = None
         self._delivery: DeliveryService | None = None
         self._logwatch: Any = None
+        self._monitor: ModelMonitor | None = None
+        self._history: AlertHistory | None = None
+        self.ops: Any = None  # the operations server (stream/agents.py: serve_operations)
         self._lock = asyncio.Lock()
 
     async def classifier(self):
@@ -77,6 +82,22 @@ class Services:
                                                   model_version=clf.model_version)
         return self._detector
 
+    async def monitor(self) -> ModelMonitor:
+        """The :class:`finpulse.stream.monitoring.ModelMonitor` of this namespace."""
+        if self._monitor is None:
+            self._monitor = ModelMonitor(await self.redis(), self.settings.namespace)
+        return self._monitor
+
+    async def history(self) -> AlertHistory:
+        """The :class:`finpulse.alerts.history.AlertHistory` of this namespace."""
+        if self._history is None:
+            self._history = AlertHistory(await self.redis(), self.settings.namespace)
+        return self._history
+
+    def model_loaded(self) -> bool:
+        """Whether the classifier is loaded (a readiness condition of the worker)."""
+        return self._classifier is not None
+
     def alerts_config(self):
         """Rules and webhook endpoints of ``settings.rules_file`` (secrets resolved)."""
         if self._alerts_config is None:
@@ -106,7 +127,10 @@ class Services:
             self._delivery.stop()
 
     async def close(self) -> None:
-        """Close the Redis client, the log watch's admin client and the inference thread."""
+        """Close the operations server, the Redis client, the log watch's admin client and the
+        inference thread."""
+        if self.ops is not None:
+            await self.ops.close()
         if self._logwatch is not None:
             self._logwatch.close()
         if self._redis is not None:

@@ -62,7 +62,7 @@ class Worker:
 
 def worker_env(stack, namespace: str, **extra: str) -> dict[str, str]:
     env = {"FINPULSE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINPULSE_REDIS_URL": stack.redis_url,
-           "FINPULSE_NAMESPACE": namespace, "FINPULSE_BATCH_WITHIN": "0.05"}
+           "FINPULSE_NAMESPACE": namespace, "FINPULSE_BATCH_WITHIN": "0.05", "FINPULSE_WORKER_OPS_PORT": "0"}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -242,3 +242,17 @@ async def test_the_entity_alias_table_is_bounded(redis_client, monkeypatch):
         await store.record([art(i, T0 + i, title=f"{name} shares plunge", tickers=())])
         assert await redis_client.hlen(C.ns_key("t", C.ENTITY_ALIASES_KEY)) <= 2
     assert await redis_client.hget(C.ns_key("t", C.ENTITY_ALIASES_KEY), "SBG") is not None  # the newest stays
+
+
+async def test_recent_headlines_of_a_scope(redis_client):
+    store = WindowStore(redis_client, "t", retention_s=3 * 86400)
+    batch = [art(i, T0 + 10 * i, "negative" if i % 3 == 0 else "neutral", topic="Energy | Oil", tickers=["XOM"])
+             for i in range(35)]
+    await store.record(batch)
+    await store.record(batch[-5:])  # redelivered: not listed twice
+    recent = await store.recent_headlines("ticker:XOM")
+    assert [h["id"] for h in recent] == [f"a{i}" for i in range(34, 4, -1)]  # the 30 newest, newest first
+    assert recent[0]["topic"] == "Energy | Oil" and recent[0]["sentiment"] == "neutral"
+    assert recent[1]["sentiment"] == "negative" and recent[1]["url"] == "https://news.test/33"
+    assert [h["id"] for h in await store.recent_headlines("topic:Energy | Oil", k=2)] == ["a34", "a33"]
+    assert 0 < await redis_client.ttl(C.recent_key("t", "ticker:XOM")) <= 3 * 86400
