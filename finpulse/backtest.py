@@ -46,6 +46,7 @@ from tqdm import tqdm
 from finpulse.alerts.config import load_config
 from finpulse.alerts.detector import Detector
 from finpulse.alerts.exceptions import InvalidArticle
+from finpulse.alerts.history import AlertHistory
 from finpulse.alerts.rules import severity_rank, smoothed_rate
 from finpulse.alerts.store import WindowStore, delete_namespace
 from finpulse.alerts.windows import WindowStats, bucket_start, parse_time, scope_type, scopes_for
@@ -559,6 +560,7 @@ async def _flush(settings: Settings, config: Any, model_version: str | None) -> 
         store = WindowStore.from_settings(r, settings)
         det = Detector.from_config(store, config, model_version=model_version)
         records = await det.flush()
+        await AlertHistory(r, settings.namespace).add(records)  # a kept namespace shows them in `finpulse serve`
         await det.mark_emitted(records)
         return records, await store.oldest_event(), await store.watermark(), await det.open_alerts()
     finally:

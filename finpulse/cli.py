@@ -283,6 +283,26 @@ def _rewind_if_planned(settings: Settings) -> None:
 
 
 @main.command()
+@click.option("--namespace", default=None, help="the namespace to show (default: FINPULSE_NAMESPACE or live); a "
+              "backtest's kept namespace works the same way")
+@click.option("--host", default=None, help="bind address (default: FINPULSE_SERVE_HOST, 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (default: FINPULSE_SERVE_PORT, 8050; 0 = any free port)")
+def serve(namespace: str | None, host: str | None, port: int | None) -> None:
+    """Serve the dashboard, the JSON API (/api/, /api/openapi.json) and /metrics of a namespace."""
+    import asyncio
+
+    from finpulse.serve import serve_forever
+
+    settings = Settings(namespace=namespace) if namespace else Settings()
+    settings = settings.with_overrides(**{k: v for k, v in (("serve_host", host), ("serve_port", port))
+                                          if v is not None})
+    try:
+        asyncio.run(serve_forever(settings, on_ready=lambda url: click.echo(f"dashboard: {url}/", err=True)))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.argument("role", type=click.Choice(["worker", "crawler"]))
 @click.option("--max-age", type=float, default=None,
               help="seconds since the last heartbeat past which the process counts as dead (default 30)")

@@ -65,6 +65,15 @@ async def _produce(topic, messages: list[tuple]) -> None:
                           give_up_after_s=current().settings.infra_retry_s)
 
 
+def _by_reason(dead: list[dict]) -> dict[str, int]:
+    """Dead letters per ``dlq:<stage>:<reason code>`` field of the metrics hash (the dashboard's table)."""
+    out: dict[str, int] = {}
+    for d in dead:
+        k = f"dlq:{d.get('stage', '')}:{d['reason'].split(':', 1)[0]}"
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
 async def _count(**fields: int) -> None:
     """Add to the namespace's metrics hash (Redis outages are waited out)."""
     w = current()
@@ -165,7 +174,7 @@ async def classify(stream):
         if batch.dead:
             _log_dead(batch.dead)
             await _produce(topics.dlq, [(None, encode(d)) for d in batch.dead])
-        await _count(classified=len(batch.scored), dead_lettered=len(batch.dead))
+        await _count(classified=len(batch.scored), dead_lettered=len(batch.dead), **_by_reason(batch.dead))
         await retry_infra(lambda: monitor.observe(batch.scored), what="model monitoring in Redis",
                           give_up_after_s=settings.infra_retry_s)
         m.headlines_classified.inc(len(batch.scored))
@@ -244,7 +253,7 @@ async def aggregate(stream):
         if alerts:
             await _publish_alerts(alerts, detector, history, give_up)
         # record() itself counts counted / duplicates / syndicated / late / invalid in the same hash
-        await _count(alerts_emitted=len(alerts), dead_lettered=len(dead))
+        await _count(alerts_emitted=len(alerts), dead_lettered=len(dead), **_by_reason(dead))
         await _ack(stream, events)
         m.headlines_counted.inc(totals["counted"])
         m.headlines_duplicate.labels(kind="redelivered").inc(totals["duplicates"])
@@ -367,7 +376,7 @@ async def deliver(stream):
                 dead.append(_dead(m, f"unqueueable: {describe(fault)}", "deliver", now))
         _log_dead(dead)
         await _produce(w.topics.dlq, [(None, encode(d)) for d in dead])
-        await _count(dead_lettered=len(dead))
+        await _count(dead_lettered=len(dead), **_by_reason(dead))
         await _ack(stream, events)
 
 
