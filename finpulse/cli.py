@@ -402,7 +402,7 @@ def crawl(config_path, once, output_path) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await crawler.crawl_forever(config_path, settings, output=output_path, stop=stop)
+        await crawler.crawl_forever(config_path, settings, output=output_path, stop=stop, serve_ops=True)
 
     asyncio.run(forever())
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 import tempfile
 import threading
@@ -25,6 +26,8 @@ from aiohttp import web
 
 from finpulse.alerts.signing import verify
 from finpulse.core.settings import DEFAULT_RULES, shipped_file
+
+log = logging.getLogger(__name__)
 
 DEMO_SAMPLE = "demo/sample.jsonl"  # below the package's resources (finpulse.core.settings.shipped_file)
 SECRET_ENV = "FINPULSE_DEMO_WEBHOOK_SECRET"
@@ -120,6 +123,20 @@ def _fmt_time(ts: str) -> str:
     return ts[11:16]
 
 
+def _start_dashboard(settings):
+    """``finpulse serve`` for the demo's namespace: on ``serve_port`` (8050), else on any free port."""
+    from .serve import ServeThread
+
+    try:
+        return ServeThread(settings)
+    except OSError:
+        try:
+            return ServeThread(settings.with_overrides(serve_port=0))
+        except OSError as exc:
+            log.warning("no dashboard: %s", exc)
+            return None
+
+
 def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False, timeout_s: float = 170.0) -> dict:
     """Run the demo; returns the summary (``processed``, ``alerts``, ``webhooks_verified``, ``ok``).
 
@@ -161,6 +178,10 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
         say(f"finpulse demo: kafka={stack.kafka_bootstrap} redis={stack.redis_url} namespace={ns}")
         say(f"  webhook receiver {receiver.url}; worker log {log_path}")
         worker = WorkerProcess(settings, log_path, extra_env={SECRET_ENV: secret})
+        dashboard = _start_dashboard(settings)
+        if dashboard is not None:
+            say(f"  dashboard {dashboard.url}/?scope=topic:Energy%20%7C%20Oil (trends, alerts, health; "
+                "served while the demo runs)")
         consumer = TopicReader(stack.kafka_bootstrap, [settings.topic(settings.topic_scored),
                                                        settings.topic(settings.topic_dlq),
                                                        settings.topic(settings.topic_alerts)])
@@ -210,6 +231,8 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
             consumer.close()
             worker.stop(20)
             receiver.stop()
+            if dashboard is not None:
+                dashboard.stop()
     with lock:
         verified = sum(1 for _, _, ok in received if ok)
         bad = sum(1 for _, _, ok in received if not ok)

@@ -427,3 +427,52 @@ async def serve_forever(settings: Settings, on_ready: Callable[[str], None] | No
     finally:
         await server.close()
         await redis.aclose()
+
+
+class ServeThread:
+    """``finpulse serve`` in a background thread (the demo and the tests run it beside other work).
+
+    :param settings: as for :func:`serve_forever`.
+    :param timeout: seconds to wait for it to listen.
+    :raises OSError: when it cannot listen (the port is taken).
+    """
+
+    def __init__(self, settings: Settings, timeout: float = 30.0):
+        import asyncio
+        import threading
+
+        self.url = ""
+        self._error: BaseException | None = None
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._task: Any = None
+
+        def on_ready(url: str) -> None:
+            self.url = url
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._task = self._loop.create_task(serve_forever(settings, on_ready))
+            try:
+                self._loop.run_until_complete(self._task)
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                self._error = exc
+                ready.set()
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="finpulse-serve", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("finpulse serve did not start")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        if self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)

@@ -40,7 +40,10 @@ from typing import Any
 
 from finpulse.core.connections import async_redis
 from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
+from finpulse.core.metrics import metrics
+from finpulse.core.opsserver import start_ops_server, tcp_check
 from finpulse.core.settings import Settings
+from finpulse.core.stackstate import resolve_bootstrap
 from finpulse.ingest.dedup import Deduplicator, MemoryStore, RedisStore, canonical_url, is_specific_url
 from finpulse.ingest.feeds import (
     DEFAULT_MAX_BYTES,
@@ -451,6 +454,12 @@ class Crawler:
         except Exception as exc:  # noqa: BLE001 - one broken feed must not stop the others
             log.exception("feed %s: unexpected error", feed.name)
             result.reason = f"internal: {exc!r}"
+        m = metrics()
+        m.crawler_fetches.labels(outcome=result.status if not result.failed else
+                                 "failed:" + (result.reason or "unknown").split(":", 1)[0]).inc()
+        for verdict in ("new", "duplicate", "near_duplicate", "invalid"):
+            if getattr(result, verdict):
+                m.crawler_headlines.labels(verdict=verdict).inc(getattr(result, verdict))
         if result.failed:
             state.failures += 1
             state.last_error = result.reason
@@ -536,7 +545,8 @@ class Crawler:
         return CrawlReport(results=list(results), elapsed_s=time.monotonic() - t0)
 
     async def run(self, stop: asyncio.Event | None = None,
-                  on_result: Callable[[FeedResult], Awaitable[None] | None] | None = None) -> None:
+                  on_result: Callable[[FeedResult], Awaitable[None] | None] | None = None,
+                  serve_ops: bool = False) -> None:
         """Poll each feed on its own schedule until ``stop`` is set.
 
         The first poll of each feed happens within ``jitter * interval`` of the start; then every
@@ -545,9 +555,39 @@ class Crawler:
 
         :param stop: event that ends the loop; ``None`` runs until cancelled.
         :param on_result: called (sync or async) with every :class:`FeedResult`.
+        :param serve_ops: serve ``/livez``, ``/readyz`` (Redis, the broker) and ``/metrics`` on
+            ``crawler_ops_port`` while running (the ``finpulse crawl`` command does).
         """
         await self.start()
         stop = stop or asyncio.Event()
+        ops = await self._start_ops() if serve_ops else None
+        try:
+            await self._run(stop, on_result)
+        finally:
+            if ops is not None:
+                await ops.close()
+
+    async def _start_ops(self):
+        checks = {}
+        if self._redis is not None:
+            redis = self._redis
+
+            async def redis_ok() -> None:
+                await redis.ping()
+
+            checks["redis"] = redis_ok
+        if isinstance(self.sink, KafkaSink):
+            settings = self.settings
+
+            async def broker_ok() -> None:
+                await tcp_check(resolve_bootstrap(settings))
+
+            checks["broker"] = broker_ok
+        return await start_ops_server(self.settings.ops_host, self.settings.crawler_ops_port, checks,
+                                      metrics().registry, what="crawler operations endpoints")
+
+    async def _run(self, stop: asyncio.Event,
+                   on_result: Callable[[FeedResult], Awaitable[None] | None] | None) -> None:
 
         async def wait(seconds: float) -> None:
             try:
@@ -601,7 +641,7 @@ async def crawl_once(feeds: Sequence[FeedConfig] | str | Path, settings: Setting
 async def crawl_forever(feeds: Sequence[FeedConfig] | str | Path, settings: Settings, *,
                         output: str | Path | None = None, redis: Any = None, stop: asyncio.Event | None = None,
                         on_result: Callable[[FeedResult], Awaitable[None] | None] | None = None,
-                        **options: Any) -> None:
+                        serve_ops: bool = False, **options: Any) -> None:
     """Poll every feed on its interval until ``stop`` is set (or the task is cancelled).
 
     The CLI typically sets ``stop`` from SIGINT/SIGTERM handlers
@@ -613,7 +653,8 @@ async def crawl_forever(feeds: Sequence[FeedConfig] | str | Path, settings: Sett
     :param redis: a ``redis.asyncio`` client to use instead of ``settings.redis_url`` (not closed).
     :param stop: event that ends the crawl.
     :param on_result: called (sync or async) with each :class:`FeedResult` (e.g. to log or count).
+    :param serve_ops: serve the operations endpoints on ``crawler_ops_port`` (:meth:`Crawler.run`).
     :param options: further :class:`Crawler` parameters.
     """
     async with Crawler(feeds, settings, output=output, redis=redis, **options) as crawler:
-        await crawler.run(stop=stop, on_result=on_result)
+        await crawler.run(stop=stop, on_result=on_result, serve_ops=serve_ops)

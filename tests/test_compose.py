@@ -8,6 +8,7 @@ broker settings that compose passes (then serves the topics ``finpulse topics cr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -142,7 +143,9 @@ def test_health_checks_and_dependencies():
             assert cond["condition"] == want, f"{name} -> {dep}"
     for name in FINPULSE_SERVICES:
         test = SERVICES[name].get("healthcheck", {}).get("test")
-        if test:
+        if test and SERVICES[name]["command"][0] == "serve":
+            assert "/livez" in test[-1] and str(settings_of(name).serve_port) in test[-1]
+        elif test:
             role = {"worker": "worker", "crawl": "crawler"}[SERVICES[name]["command"][0]]
             assert test == ["CMD", "finpulse", "health", role]
 
@@ -242,3 +245,79 @@ def test_kafka_fixture_with_composes_broker_settings(tmp_path):
                                  consumer_timeout_ms=20000)
         assert [m.value for m in consumer][:1] == [b'{"probe": 1}']
         consumer.close()
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------------------
+
+PROMQL_WORDS = {"sum", "max", "min", "avg", "by", "rate", "increase", "histogram_quantile", "le", "without", "on",
+                "count", "irate", "up"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (identifiers before ``{``, ``[`` or ``)``, not functions,
+    label names or ``by (...)`` lists)."""
+    expr = re.sub(r'"[^"]*"', '""', expr)                       # label values
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)      # grouping labels
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)                     # matchers
+    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", expr))
+    return {n for n in names if n not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhd]?", n)}
+
+
+def test_grafana_dashboard_queries_only_metrics_finpulse_exports():
+    from finpulse.core.metrics import metrics
+
+    exported = metrics().names() | {"up"}
+    board = json.loads((ROOT / "config" / "grafana" / "dashboards" / "finpulse.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        names = metric_names(expr)
+        assert names, expr
+        assert names <= exported, (expr, names - exported)
+    # the committed file is what the generator writes
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen", ROOT / "scripts" / "make_grafana_dashboard.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.dashboard() == board
+    prov = yaml.safe_load((ROOT / "config/grafana/provisioning/dashboards/finpulse.yml").read_text())
+    mounts = volume_targets("grafana")
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert mounts["/var/lib/grafana/dashboards"] == "./config/grafana/dashboards"
+    assert mounts["/etc/grafana/provisioning"] == "./config/grafana/provisioning"
+
+
+def test_prometheus_scrapes_every_process_and_its_rules_use_exported_metrics():
+    from finpulse.core.metrics import metrics
+
+    prom = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
+    ports = {}
+    for job in prom["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                ports[name] = sd["port"]
+        for sc in job.get("static_configs", []):
+            for t in sc["targets"]:
+                host, port = t.split(":")
+                ports[host] = int(port)
+    assert ports["worker"] == settings_of("worker").worker_ops_port
+    assert ports["crawler"] == settings_of("crawler").crawler_ops_port
+    assert ports["dashboard"] == settings_of("dashboard").serve_port
+    for name in ("worker", "crawler"):
+        assert settings_of(name).ops_host == "0.0.0.0"  # reachable from the prometheus container
+    rules = yaml.safe_load((ROOT / "config" / "prometheus" / "rules.yml").read_text())
+    exported = metrics().names() | {"up"}
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert "FinpulseModelDrift" in alerts and "0.25" in alerts["FinpulseModelDrift"]["expr"]
+    for r in alerts.values():
+        assert metric_names(r["expr"]) <= exported, r["expr"]
+    assert set(volume_targets("prometheus")) >= {"/etc/prometheus/prometheus.yml", "/etc/prometheus/rules.yml",
+                                                  "/prometheus"}
+
+
+def test_the_dashboard_binds_to_loopback_on_the_host():
+    for name in ("dashboard", "prometheus", "grafana"):
+        for port in SERVICES[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), (name, port)
+    assert "${GRAFANA_ADMIN_PASSWORD:?" in (ROOT / "docker-compose.yml").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -517,6 +518,38 @@ async def test_crawl_forever_polls_on_interval_and_backs_off(server, tmp_path, n
     assert good[0].status == "ok" and {r.status for r in good[1:]} == {"not_modified"}
     assert [r.next_poll_s for r in bad[:3]] == [0.4, 0.8, 1.6][:len(bad[:3])]
     assert 1 <= len(bad) < len(good)
+
+
+@pytest.mark.asyncio
+async def test_the_crawler_serves_its_metrics_and_health(server, tmp_path, namespace, caplog):
+    import re
+
+    import aiohttp
+
+    feeds = [feed(server, "good", "/etag", interval=0.2), feed(server, "bad", "/status/500", interval=0.2)]
+    stop = asyncio.Event()
+    settings = memory_settings(namespace).with_overrides(crawler_ops_port=0)
+    seen: list[FeedResult] = []
+    scraped: dict[str, str] = {}
+
+    async def on_result(r: FeedResult) -> None:
+        seen.append(r)
+        if len(seen) == 4:
+            url = re.search(r"crawler operations endpoints listening on (\S+)", caplog.text).group(1)
+            async with aiohttp.ClientSession() as http:
+                for path in ("/livez", "/readyz", "/metrics"):
+                    async with http.get(url + path) as resp:
+                        scraped[path] = f"{resp.status} {await resp.text()}"
+            stop.set()
+
+    with caplog.at_level(logging.INFO, logger="finpulse.core.opsserver"):
+        await asyncio.wait_for(crawl_forever(feeds, settings, output=tmp_path / "o.jsonl", stop=stop,
+                                             on_result=on_result, jitter=0.0, serve_ops=True), 15)
+    assert scraped["/livez"].startswith("200") and scraped["/readyz"].startswith("200")
+    metrics_text = scraped["/metrics"]
+    assert re.search(r'finpulse_crawler_fetches_total\{outcome="ok"\} [1-9]', metrics_text)
+    assert re.search(r'finpulse_crawler_fetches_total\{outcome="failed:http_500"\} [1-9]', metrics_text)
+    assert re.search(r'finpulse_crawler_headlines_total\{verdict="new"\} [1-9]', metrics_text)
 
 
 # --- Kafka ---------------------------------------------------------------------------------------

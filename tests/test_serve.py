@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -71,39 +71,6 @@ def ops_url(worker: Worker) -> str:
     return m.group(1)
 
 
-class Served:
-    """``finpulse serve`` (the real aiohttp server) in a thread, on a free port."""
-
-    def __init__(self, settings: Settings):
-        from finpulse.serve import serve_forever
-
-        self.url = ""
-        ready = threading.Event()
-
-        def on_ready(url: str) -> None:
-            self.url = url
-            ready.set()
-
-        self.loop = asyncio.new_event_loop()
-        self.task = None
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.task = self.loop.create_task(serve_forever(settings, on_ready))
-            try:
-                self.loop.run_until_complete(self.task)
-            except asyncio.CancelledError:
-                pass
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(30), "finpulse serve did not start"
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def live(stack, tmp_path_factory):
     """A worker that classified raw headlines and counted a negative oil burst (one alert, open)."""
@@ -131,7 +98,9 @@ def live(stack, tmp_path_factory):
         wait_for(lambda: scrape(metrics_url).get('finpulse_alerts_total{severity="warning",status="fired"}'), 120,
                  what="the oil burst's alert")
         settings = s.with_overrides(rules_file=str(rules), serve_port=0, api_token=token)
-        served = Served(settings)
+        from finpulse.serve import ServeThread
+
+        served = ServeThread(settings)
         yield {"settings": settings, "worker": worker, "metrics_url": metrics_url, "before": before,
                "url": served.url, "token": token, "secret": secret, "tmp": tmp}
         served.stop()
@@ -272,3 +241,48 @@ def test_the_dashboard_in_a_real_browser(live):
         assert page.get_attribute("body", "data-error") is None and not errors, errors
         browser.close()
     assert shot.stat().st_size > 20000
+
+
+def test_a_silenced_scope_is_recorded_not_delivered_and_unsilencing_delivers_the_next(stack, namespace, tmp_path):
+    """Silence the oil scope: its burst fires and resolves (both on the alerts topic and in the history)
+    but no webhook goes out, neither for the firing nor for the resolution. Unsilenced, the next oil
+    incident is delivered."""
+    from finpulse.alerts.history import AlertHistory
+    from finpulse.alerts.silences import Silences
+    from finpulse.core.connections import async_redis
+
+    from .support import consume
+    from .test_alerts_e2e import Receiver, oil_calm, start_worker
+
+    s = Settings(namespace=namespace, kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, partitions=1)
+    create_topics(stack.kafka_bootstrap, s.all_topics(), 1)
+
+    async def redis_do(fn):
+        r = async_redis(s.redis_url)
+        try:
+            return await fn(r)
+        finally:
+            await r.aclose()
+
+    asyncio.run(redis_do(lambda r: Silences(r, namespace).add(f"scope:{OIL_SCOPE}", 3600, by="desk", reason="known")))
+    rec = Receiver(new_secret()).start()
+    worker, _ = start_worker(stack, s, tmp_path, [("risk", rec, {})])
+    try:
+        produce_scored(s, calm_traffic(range(0, 46)) + oil_burst(range(10, 16)) + oil_calm(range(16, 46)))
+        wait_for(lambda: [a for a in consume(s.kafka_bootstrap, s.topic(s.topic_alerts), min_count=2, timeout=2)
+                          if a["status"] == "resolved"], 90, what="the silenced incident to resolve")
+        time.sleep(2.0)
+        assert rec.got() == []  # neither the firing nor the resolution was delivered
+        hist = asyncio.run(redis_do(lambda r: AlertHistory(r, namespace).query()))
+        assert sorted(a["status"] for a in hist) == ["fired", "resolved"]
+        assert "not delivered: silenced" in worker.log()
+        assert asyncio.run(redis_do(lambda r: Silences(r, namespace).remove(f"scope:{OIL_SCOPE}")))
+        # the next oil incident, after the rule's 1 h cooldown
+        produce_scored(s, calm_traffic(range(46, 160)) + oil_burst(range(120, 126)) + oil_calm(range(126, 160)))
+        got = wait_for(lambda: [r for r in rec.delivered() if r["alert"]["status"] == "resolved"], 90,
+                       what="the next incident delivered")
+        statuses = [r["alert"]["status"] for r in rec.delivered()]
+        assert statuses == ["fired", "resolved"] and got[0]["alert"]["window_end"] > "2024-05-06T11:00"
+    finally:
+        worker.stop()
+        rec.stop()
