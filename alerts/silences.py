@@ -27,7 +27,7 @@ def target_of(kind: str, name: str) -> str:
     :raises ConfigError: for another kind or an empty name.
     """
     if kind not in ("scope", "alert") or not name:
-        raise ConfigError(f"a silence targets a scope or an alert, got {kind!r} {name!r}")
+        raise ConfigError("silence", f"a silence targets a scope or an alert, got {kind!r} {name!r}")
     return f"{kind}:{name}"
 
 
@@ -50,7 +50,7 @@ class Silences:
         :returns: the silence (``target``, ``until``, ``by``, ``reason``, ``created_at``).
         """
         if not 0 < seconds <= MAX_SILENCE_S:
-            raise ConfigError(f"a silence lasts more than 0 s and at most {MAX_SILENCE_S} s, got {seconds}")
+            raise ConfigError("silence", f"a silence lasts more than 0 s and at most {MAX_SILENCE_S} s, got {seconds}")
         now = self.clock()
         s = {"target": target, "until": now + seconds, "by": by, "reason": reason, "created_at": now}
         await self.redis.hset(self.key, target, json.dumps(s))

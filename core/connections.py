@@ -94,7 +94,7 @@ def sync_redis(url: str, **kwargs: Any) -> Any:
     from redis.retry import Retry
 
     plain, kw = _cluster_kwargs(url, kwargs, Retry)
-    more = [ClusterNode(h, p) for h, p in kw.pop("_seeds")[1:]]
+    more = [ClusterNode(h, p) for h, p in kw.pop("_seeds")[1:]]  # type: ignore[no-untyped-call]
     return redis.RedisCluster.from_url(plain, **({"startup_nodes": more} if more else {}), **kw)
 
 
@@ -109,7 +109,7 @@ def primaries(client: Any) -> list[Any]:
 
     if not isinstance(client, redis.RedisCluster):
         return [client]
-    return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
 
 
 def is_cluster_client(client: Any) -> bool:

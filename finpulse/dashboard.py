@@ -101,7 +101,7 @@ async def movers(view: View, limit: int = 20) -> dict[str, Any]:
     activity = await view.store.scope_activity(since=now - DEFAULT_BASELINE_S)
     recent = sorted(activity, key=lambda sc: -activity[sc])[:MOVERS_SCAN]
     end = bucket_ceil(now, s)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for sc in recent:
         short_s, base_s, _ = windows_for(view, sc)
         short = await view.store.stats(sc, end, short_s)

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ BUS_PORT_OFFSET = 10000
 """A node's cluster bus listens on its port plus this (so node ports stay at or below 55535)."""
 
 
-def free_cluster_port(taken: set[int] = frozenset(), attempts: int = 200) -> int:
+def free_cluster_port(taken: Collection[int] = (), attempts: int = 200) -> int:
     """A loopback port that is free, as is its cluster bus port (port + 10000), and below 55536."""
     for _ in range(attempts):
         port = random.randint(20000, 55535 - 1)
