@@ -80,14 +80,36 @@ def commands(url: str) -> list[int]:
         client.close()
 
 
+def command_mix(url: str, reset: bool = False) -> dict[str, int]:
+    """Calls per command name over every primary since the last reset (``INFO commandstats``)."""
+    client = sync_redis(url)
+    try:
+        out: dict[str, int] = {}
+        for node in primaries(client):
+            if reset:
+                node.config_resetstat()
+                continue
+            for name, st in node.info("commandstats").items():
+                cmd = name.removeprefix("cmdstat_")
+                out[cmd] = out.get(cmd, 0) + int(st["calls"])
+        return out
+    finally:
+        client.close()
+
+
 def measure(url: str, msgs: list[dict], batch: int, repeat: int) -> dict:
     before = commands(url)
+    command_mix(url, reset=True)
     runs = [asyncio.run(one_run(url, msgs, batch, k)) for k in range(repeat)]
     per_node = [b - a for a, b in zip(before, commands(url), strict=True)]
+    mix = command_mix(url)
     out = {k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0]} | {"runs": len(runs)}
     # how the Redis work spreads: commands per headline, and the busiest primary's share
     out["redis_commands_per_headline"] = round(sum(per_node) / (len(msgs) * repeat), 2)
     out["busiest_primary_share"] = round(max(per_node) / sum(per_node), 3)
+    n = len(msgs) * repeat
+    out["commands_per_headline_by_name"] = {k: round(v / n, 2) for k, v in
+                                            sorted(mix.items(), key=lambda kv: -kv[1])[:8]}
     return out
 
 
