@@ -228,11 +228,11 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
         except KeyboardInterrupt:
             pass
         finally:
+            if dashboard is not None:
+                dashboard.stop()
             consumer.close()
             worker.stop(20)
             receiver.stop()
-            if dashboard is not None:
-                dashboard.stop()
     with lock:
         verified = sum(1 for _, _, ok in received if ok)
         bad = sum(1 for _, _, ok in received if not ok)

@@ -24,6 +24,9 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from finpulse import __version__
 from finpulse.alerts.exceptions import ConfigError
@@ -396,7 +399,13 @@ def build_app(view: D.View) -> web.Application:
 @web.middleware
 async def _security_headers(request: web.Request, handler) -> web.StreamResponse:
     t0 = time.perf_counter()
-    resp = await handler(request)
+    try:
+        resp = await handler(request)
+    except (OSError, RedisError) as exc:  # Redis unavailable: say so, do not dump a traceback
+        if isinstance(exc, RedisError) and not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            raise
+        log.warning("%s %s: Redis unavailable (%s)", request.method, request.path, exc)
+        resp = web.json_response({"error": f"Redis unavailable: {type(exc).__name__}"}, status=503)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
     if request.path.startswith("/api/"):

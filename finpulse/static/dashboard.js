@@ -75,7 +75,7 @@ async function loadSeries() {
     scales: { y: { range: [0, 1] } },
     axes: [{}, { values: (u, v) => v.map((x) => (100 * x).toFixed(0) + "%") }],
     series: [{}, { label: "per step", stroke: "#999", points: { show: true, size: 3 }, width: 1 },
-      { label: "detection window", stroke: "#c0392b", width: 2 },
+      { label: "detection window", stroke: "#c0392b", width: 2, points: { show: true, size: 5 } },
       { label: "baseline", stroke: "#2c3e50", width: 1.5, dash: [6, 4] }],
   }, [xs, rate, shortRate, baseRate]);
   draw($("#volume-chart"), {
