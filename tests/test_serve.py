@@ -288,3 +288,25 @@ def test_a_silenced_scope_is_recorded_not_delivered_and_unsilencing_delivers_the
     finally:
         worker.stop()
         rec.stop()
+
+
+def test_redis_down_answers_503_not_a_traceback():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from finpulse.core.connections import async_redis
+    from finpulse.dashboard import make_view
+    from finpulse.serve import build_app
+    from finpulse.stack import free_port
+
+    async def go() -> tuple[int, dict, int]:
+        settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", namespace="t-down")
+        r = async_redis(settings.redis_url, socket_connect_timeout=1)
+        async with TestClient(TestServer(build_app(make_view(settings, r)))) as client:
+            resp = await client.get("/api/health")
+            body = await resp.json()
+            live = (await client.get("/livez")).status
+        await r.aclose()
+        return resp.status, body, live
+
+    status, body, live = asyncio.run(go())
+    assert status == 503 and body["error"].startswith("Redis unavailable") and live == 200
