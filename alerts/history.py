@@ -98,6 +98,9 @@ class AlertHistory:
         """Record that ``by`` acknowledged ``alert_id`` (shown with its records; delivery is unchanged)."""
         ack = {"by": by, "note": note, "at": time.time() if now is None else now}
         await self.redis.hset(self._acks, alert_id, json.dumps(ack))
+        if await self.redis.hlen(self._acks) > MAX_RECORDS:  # bounded like the records: the oldest half goes
+            acks = sorted((await self.acks()).items(), key=lambda kv: kv[1].get("at", 0))
+            await self.redis.hdel(self._acks, *[k for k, _ in acks[: len(acks) // 2]])
         return ack
 
     async def acks(self) -> dict[str, dict]:

@@ -28,6 +28,9 @@ async def test_history_is_idempotent_filtered_and_bounded(redis_client, monkeypa
     await h.acknowledge("al_1", "desk", "looking")
     assert all(r["acknowledged"]["by"] == "desk" for r in await h.query(scope="topic:Macro"))
     monkeypatch.setattr(history_mod, "MAX_RECORDS", 5)
+    for i in range(6):
+        await h.acknowledge(f"al_x{i}", "desk", now=2000 + i)
+    assert len(await h.acks()) <= 5 and "al_x5" in await h.acks()  # bounded, the newest kept
     await h.add([record(10 + i) for i in range(6)])
     kept = await h.query(limit=100)
     assert len(kept) == 5 and "al_1.fired.warning" not in {r["event_id"] for r in kept}  # the oldest went
