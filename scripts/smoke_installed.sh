@@ -147,6 +147,35 @@ run crawl finpulse crawl --config "$RUN/feeds.toml" --once --output "$RUN/raw.js
 [ -s "$RUN/raw.jsonl" ] || fail "crawl wrote no headline to raw.jsonl"
 grep -q ' 0 failed' "$WORK/logs/crawl.log" || fail "crawl reported a failed feed"
 
+# the dashboard's page, its scripts (uPlot, committed with its licence) and the API description come
+# from the installed package (no Redis needed for those)
+cat >"$WORK/dashboard_check.py" <<'EOF'
+import asyncio
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from finpulse.core.connections import async_redis
+from finpulse.core.settings import Settings
+from finpulse.dashboard import make_view
+from finpulse.serve import STATIC_FILES, build_app
+
+
+async def main() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+    r = async_redis(settings.redis_url)
+    async with TestClient(TestServer(build_app(make_view(settings, r)))) as client:
+        for path in ["/", *(f"/static/{n}" for n in STATIC_FILES[1:]), "/api/openapi.json", "/livez"]:
+            resp = await client.get(path)
+            body = await resp.read()
+            assert resp.status == 200 and body, (path, resp.status)
+        print("dashboard files served:", len(STATIC_FILES) + 2)
+    await r.aclose()
+
+
+asyncio.run(main())
+EOF
+run dashboard "$VBIN/python" "$WORK/dashboard_check.py"
+
 # nothing but what the commands were told to write
 extra="$(ls -A "$RUN" | grep -vxE 'scored.jsonl|bt|feeds.toml|raw.jsonl' || true)"
 [ -z "$extra" ] || fail "the commands left files in the current folder: $extra"
