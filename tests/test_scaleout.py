@@ -125,6 +125,16 @@ def counted(s: Settings) -> int:
         return -1
 
 
+def all_counted(s: Settings, n: int) -> bool:
+    """Whether the ``all`` scope holds ``n`` articles: the windows themselves, not the ``counted`` metric
+    (a batch retried after a partial Redis failure reports articles the first try had counted as
+    duplicates, so the metric can fall short while the windows are exact; docs/operations.md)."""
+    try:
+        return asyncio.run(scope_counts(s.redis_url, s.namespace, ["all"]))["all"][0] >= n
+    except Exception:  # noqa: BLE001 - a failover in progress
+        return False
+
+
 def check_outcome(s: Settings, msgs: list[dict], receiver, faults: list[tuple[float, float, str]]) -> dict:
     """Exact counts per scope, each expected alert once on the alerts topic and delivered, and no
     webhook-id POSTed twice unless a fault overlapped its deliveries. Returns the figures."""
@@ -174,7 +184,7 @@ def test_three_workers_on_a_redis_cluster(stack, redis_cluster, namespace, tmp_p
     msgs = the_stream(filler_per_minute=2)
     try:
         produce_scored(s, msgs)
-        wait_for(lambda: counted(s) >= len(msgs), 180, what="every message counted")
+        wait_for(lambda: all_counted(s, len(msgs)), 180, what="every message counted")
         out = check_outcome(s, msgs, receiver, faults=[])
     finally:
         fleet.stop()
@@ -231,7 +241,7 @@ def test_scale_out_under_faults(scale_stack, namespace, tmp_path):
             else:
                 what = f"redis master crash: {cluster.fail_over()}"
             faults.append((t0, time.monotonic(), f"{what}, {behind} message(s) not yet counted"))
-        wait_for(lambda: counted(s) >= len(msgs), 300, what="every message counted")
+        wait_for(lambda: all_counted(s, len(msgs)), 300, what="every message counted")
         out = check_outcome(s, msgs, receiver, faults)
         out["workers_that_exited_on_their_own"] = fleet.exited_on_their_own()
     finally:
