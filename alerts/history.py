@@ -89,11 +89,6 @@ class AlertHistory:
                     return out
         return out
 
-    async def latest(self, alert_id: str) -> dict | None:
-        """The newest record of an alert (its firing, escalation or resolution)."""
-        rows = await self.query(limit=MAX_RECORDS)
-        return next((r for r in rows if r.get("alert_id") == alert_id), None)
-
     async def acknowledge(self, alert_id: str, by: str, note: str = "", now: float | None = None) -> dict:
         """Record that ``by`` acknowledged ``alert_id`` (shown with its records; delivery is unchanged)."""
         ack = {"by": by, "note": note, "at": time.time() if now is None else now}

@@ -134,22 +134,11 @@ def wait_for_redis(url: str, timeout: float = 20.0) -> None:
 def wait_for_listener(bootstrap: str, timeout: float = 30.0) -> None:
     """Block until one of the ``host:port`` addresses of ``bootstrap`` accepts a TCP connection (a quick
     probe: a Kafka client's own bootstrap waits far longer before it gives up)."""
-    addrs = []
-    for item in bootstrap.split(","):
-        host, _, port = item.strip().rpartition(":")
-        addrs.append((host.strip("[]") or "127.0.0.1", int(port)))
+    import asyncio
 
-    def connect() -> None:
-        errors = []
-        for addr in addrs:
-            try:
-                socket.create_connection(addr, timeout=1.0).close()
-                return
-            except OSError as exc:
-                errors.append(f"{addr[0]}:{addr[1]}: {exc}")
-        raise ConnectionError("; ".join(errors))
+    from finpulse.core.opsserver import tcp_check
 
-    _wait_until(connect, f"broker at {bootstrap}", timeout, 0.2)
+    _wait_until(lambda: asyncio.run(tcp_check(bootstrap)), f"broker at {bootstrap}", timeout, 0.2)
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
