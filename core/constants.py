@@ -30,6 +30,11 @@ key (after ``finpulse:<ns>:``)                 type     content
 ``{mon:<model version>}:h:<hour>``             hash     predictions of the hour: ``n``, ``<kind>|<category>`` counts
 ``{mon:<model version>}:ref``                  hash     the version's reference distribution (frozen)
 ``model-versions``                             zset     model version -> last time it scored
+``{model}:promoted``                           list     model versions promoted, oldest first; the last one is in force
+``{model}:events``                             list     promotions and rollbacks (JSON), newest first, at most 200
+``{model}:shadow``                             string   the shadow model version (scores traffic, never published)
+``{model}:agree:<shadow>|<in force>``          hash     shadow comparison counts: ``n``, ``topic``, ``sentiment``,
+                                                        ``s:<in force label>|<shadow label>``
 ``{dlv}:due:<endpoint>``                       zset     webhook-id -> next attempt time (epoch seconds)
 ``{dlv}:job:<endpoint>:<webhook-id>``          hash     rendered body, alert, attempts, state
 ``{dlv}:log:<endpoint>:<webhook-id>``          list     one JSON outcome per delivery attempt
@@ -60,6 +65,7 @@ ENTITY_ALIASES_KEY = "entity-aliases"   # hash acronym -> the name it stands for
 CANDIDATE_KEY = "cand"           # per candidate name, in its future scope's hash tag: zset of its mentions
 MONITOR_KEY = "mon"                       # model monitoring, in hash tag {mon:<model version>}
 MODEL_VERSIONS_KEY = "model-versions"     # zset model version -> last time it scored (wall clock)
+MODEL_TAG = "{model}"                     # model lifecycle: {model}:promoted (list), {model}:events, {model}:shadow...
 HISTORY_TAG = "{hist}"                    # alert history: {hist}:records (hash), {hist}:by-time (zset), {hist}:acks
 SILENCES_KEY = "silences"                 # hash "scope:<scope>" | "alert:<alert id>" -> silence (JSON)
 LOG_IDENTITY_KEY = "log-identity"         # hash: cluster_id, topic -> topic id (stream/logwatch.py)

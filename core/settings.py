@@ -105,7 +105,13 @@ class Settings(BaseSettings):
         (still counted, and reported in a metric).
     :param bucket_seconds: width of a Redis window bucket.
     :param windows_s: query windows in seconds (default 15 min, 1 h, 24 h).
-    :param model_dir: directory of the shipped model manifest; empty = the bundled model.
+    :param model_dir: directory of the base model (its ``manifest.json``): the version in force when
+        none was promoted; empty = the model shipped in the package.
+    :param models_dir: the model directory: one sub-folder per promotable version
+        (:mod:`finpulse.models.registry`); empty = ``$XDG_DATA_HOME/finpulse/models``, else
+        ``~/.local/share/finpulse/models``.
+    :param model_version: pin this model version: the worker scores with it and ignores the shared
+        version in force (backtests pin one); empty = follow ``finpulse model promote`` / ``rollback``.
     :param device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     :param infer_workers: inference threads of the worker: micro-batches classified at the same
         time. The classify agent keeps ``infer_workers + 1`` batches in flight (the extra one is
@@ -170,6 +176,8 @@ class Settings(BaseSettings):
     windows_s: list[int] = Field(default_factory=lambda: [900, 3600, 86400])
 
     model_dir: str = ""
+    models_dir: str = ""
+    model_version: str = ""
     device: str = "auto"
     infer_workers: int = Field(2, ge=1, le=16)
     infer_threads: int = Field(0, ge=0)

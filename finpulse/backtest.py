@@ -211,6 +211,31 @@ def _say(progress: bool, text: str) -> None:
         tqdm.write(text, file=sys.stderr)
 
 
+def _pin_model(settings: Settings, version: str | None) -> str:
+    """The model version a backtest pins: ``version`` (checked), else the live namespace's version in force.
+
+    :raises BacktestError: the version is not in the model directory or its files are corrupt.
+    """
+    from finpulse.models.exceptions import ModelError
+    from finpulse.models.lifecycle import ModelControl
+    from finpulse.models.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings)
+    try:
+        if not version:
+            async def in_force() -> str:
+                client = async_redis(settings.redis_url)
+                try:
+                    return await ModelControl(client, LIVE_NAMESPACE, registry.base().version).in_force()
+                finally:
+                    await client.aclose()
+
+            version = asyncio.run(in_force())
+        return registry.get(version).version
+    except ModelError as exc:
+        raise BacktestError(f"cannot pin model version {version!r}: {exc}") from None
+
+
 def _check_fresh_namespace(settings: Settings) -> None:
     r = sync_redis(settings.redis_url)
     try:
@@ -330,7 +355,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
                  redis_url: str | None = None, keep: bool = False, progress: bool = True,
                  top_scopes: int = DEFAULT_TOP_SCOPES, max_points: int = DEFAULT_MAX_POINTS,
                  events: str | Path | None = None, events_stream: str | None = None, events_grace_s: float = 0.0,
-                 **read_options: Any) -> dict:
+                 model_version: str | None = None, **read_options: Any) -> dict:
     """Run a history file through the real pipeline in its own namespace and write the report.
 
     :param path: JSONL / CSV / TSV (optionally ``.gz``) of headlines (see :func:`finpulse.ingest.replay.read_history`).
@@ -355,6 +380,10 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
     :param events_stream: the stream whose events apply (default: the file's stem,
         :func:`finpulse.evaluation.stream_name`); events of other streams are ignored.
     :param events_grace_s: seconds after an event's end during which an alert still matches it.
+    :param model_version: the model version the worker scores with, pinned for the whole run (a
+        promotion during the backtest changes nothing); default: the version in force in the
+        ``live`` namespace of the same Redis (the base model when none was promoted), so a backtest
+        scores as live does. Recorded in ``summary.json`` (``model_version_pinned``).
     :param read_options: column and time options of :func:`finpulse.ingest.replay.read_history`.
     :returns: the summary (also written to ``summary.json``); ``ok`` is false when processing did
         not complete or nothing was produced.
@@ -392,13 +421,16 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
     try:
         with stack_from_env(kafka_bootstrap, redis_url) as stack:
             settings = run_settings(stack, ns, rules_file=str(rules_file))
+            pinned = None if scored_input else _pin_model(settings, model_version)
+            settings = settings.with_overrides(model_version=pinned or "")
             _check_fresh_namespace(settings)
             created = ensure_topics(settings, settings.all_topics())
             if len(created) != len(settings.all_topics()):
                 used = sorted(set(settings.all_topics()) - set(created))
                 raise BacktestError(f"namespace {ns} already has topics ({', '.join(used)})")
             _say(progress, f"backtest {path.name}: namespace={ns} kafka={stack.kafka_bootstrap} "
-                           f"redis={stack.redis_url} mode={'scored' if scored_input else 'classify'}")
+                           f"redis={stack.redis_url} mode={'scored' if scored_input else 'classify'}"
+                           + (f" model={pinned}" if pinned else ""))
             worker = WorkerProcess(settings, out / WORKER_LOG)
             collector = _Collector(settings, progress)
             complete, reason = False, ""
@@ -488,6 +520,7 @@ def run_backtest(path: str | Path, rules_path: str | Path, out_dir: str | Path, 
         "pipeline_time_s": round(pipe_s, 2),
         "throughput_rows_per_s": round(processed / pipe_s, 1) if pipe_s > 0 else None,
         "model_version": model_version,
+        "model_version_pinned": settings.model_version or None,
         "scopes_in_timeseries": [sc for sc in scopes if sc in series],
         "outputs": {k: str(out / v) for k, v in (("alerts", ALERTS_FILE), ("timeseries", TIMESERIES_FILE),
                                                   ("summary", SUMMARY_FILE), ("report", REPORT_FILE),

@@ -106,10 +106,12 @@ def classify(texts, input_path, output_path, errors_path, model_dir, device, bat
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix."""
+    from finpulse.models.evaluate import decision_of, format_report, logits_fn
     from finpulse.models.evaluate import evaluate as run_eval
-    from finpulse.models.evaluate import format_report, logits_fn
 
-    rep = run_eval(data, task, logits_fn(variant, model_dir, checkpoint))
+    # ONNX variants apply the manifest's decision rule, as the runtime does; the PyTorch checkpoint has none
+    decision = decision_of(model_dir) if variant != "torch" else None
+    rep = run_eval(data, task, logits_fn(variant, model_dir, checkpoint), decision)
     click.echo(json.dumps(rep, indent=2) if as_json else format_report(rep, task))
 
 
@@ -135,9 +137,19 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
               help="start from this encoder (a finpulse adapt output) instead of all-MiniLM-L6-v2")
 @click.option("--rdrop-weight", default=0.0, show_default=True,
               help="R-Drop: weight of the consistency loss between two dropout passes (0 = off; doubles step cost)")
+@click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="continue training this checkpoint (e.g. one from finpulse model checkpoint)")
+@click.option("--news-repeat", default=0, show_default=True,
+              help="add the news-style train split (data/news-dev) this many times (0 = off)")
+@click.option("--headline-style", default=0.0, show_default=True,
+              help="share of tweets rewritten in headline style each epoch (0 = off)")
+@click.option("--news-select", is_flag=True, help="select the epoch on tweet dev slice + news-style dev split")
+@click.option("--warmup-ratio", default=0.06, show_default=True)
+@click.option("--patience", default=2, show_default=True, help="epochs without dev improvement before stopping")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
           label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
-          distill_temperature, base_encoder, rdrop_weight) -> None:
+          distill_temperature, base_encoder, rdrop_weight, init_from, news_repeat, headline_style,
+          news_select, warmup_ratio, patience) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from finpulse.models.train import TrainConfig
     from finpulse.models.train import train as run_train
@@ -148,7 +160,9 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
                                     sentiment_weight=sentiment_weight,
                                     freeze_word_embeddings=not train_word_embeddings, teacher=teacher,
                                     distill_weight=distill_weight, distill_temperature=distill_temperature,
-                                    base_encoder=base_encoder, rdrop_weight=rdrop_weight))
+                                    base_encoder=base_encoder, rdrop_weight=rdrop_weight, init_from=init_from,
+                                    news_repeat=news_repeat, headline_style=headline_style,
+                                    news_select=news_select, warmup_ratio=warmup_ratio, patience=patience))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
 
 
@@ -195,12 +209,16 @@ def soup(checkpoints, out_dir, threads) -> None:
 @click.option("--checkpoint", default="models/artifacts/checkpoint", show_default=True)
 @click.option("--out-dir", default=None, help="artifact directory (default: models/artifacts)")
 @click.option("--version", "version", required=True, help="model version, e.g. minilm-mt-2026.11.22")
-def export(checkpoint, out_dir, version) -> None:
-    """Export the checkpoint to ONNX (fp32 -> optimised -> int8) and write the manifest."""
+@click.option("--dynamic", is_flag=True, help="keep per-batch activation scales (labels then depend on the batch)")
+@click.option("--no-decision", is_flag=True, help="do not fit the decision rule (temperatures, sentiment bias)")
+def export(checkpoint, out_dir, version, dynamic, no_decision) -> None:
+    """Export the checkpoint to ONNX (fp32 -> optimised -> int8, static scales), fit the decision rule,
+    write the manifest. Give --out-dir <model directory>/<version> to add it as a promotable version."""
     from finpulse.models.export import ARTIFACT_DIR
     from finpulse.models.export import export as run_export
 
-    manifest = run_export(checkpoint, out_dir or ARTIFACT_DIR, version=version)
+    manifest = run_export(checkpoint, out_dir or ARTIFACT_DIR, version=version, static=not dynamic,
+                          decide=not no_decision)
     click.echo(json.dumps(manifest["files"], indent=2))
 
 
@@ -465,8 +483,11 @@ def replay(path, speed, afap, from_, to, namespace, title_col, time_col, url_col
               help="the stream whose events apply (default: PATH's stem); events of other streams are ignored")
 @click.option("--events-grace", "events_grace_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="seconds after an event's end during which an alert still matches it")
+@click.option("--model-version", default=None,
+              help="score with this model version (default: the version in force in the live namespace)")
 def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep, quiet, as_json, title_col,
-             time_col, ticker_col, tz, date_only, no_dedup, events_path, events_stream, events_grace_s) -> None:
+             time_col, ticker_col, tz, date_only, no_dedup, events_path, events_stream, events_grace_s,
+             model_version) -> None:
     """Run a file of history through the real pipeline and write alerts, time series, summary, report.
 
     With --events, the alerts are scored against the known events of the file's stream (summary.json:
@@ -481,7 +502,7 @@ def backtest(path, rules_path, out_dir, namespace, scored_input, timeout_s, keep
         summary = run_backtest(path, rules_path, out_dir, namespace=namespace, scored_input=scored_input,
                                timeout_s=timeout_s, keep=keep, progress=not quiet, tz=tz, date_only=date_only,
                                dedup=not no_dedup, events=events_path, events_stream=events_stream,
-                               events_grace_s=events_grace_s, **cols)
+                               events_grace_s=events_grace_s, model_version=model_version, **cols)
     except BacktestError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else summary_line(summary))
@@ -496,6 +517,178 @@ def _with_stack(settings, need_redis: bool = True):
     if need_redis and not settings.redis_url:
         updates["redis_url"] = resolve_redis_url(settings)
     return settings.with_overrides(**updates) if updates else settings
+
+
+@main.group()
+def model() -> None:
+    """Model versions: list, add, promote, rollback, shadow (the version in force is shared by all workers)."""
+
+
+def _model_ctx(namespace: str | None, need_redis: bool = True):
+    from finpulse.models.registry import ModelRegistry
+
+    settings = Settings(namespace=namespace) if namespace else Settings()
+    if need_redis and not settings.redis_url:
+        settings = settings.with_overrides(redis_url=resolve_redis_url(settings))
+    return settings, ModelRegistry.from_settings(settings)
+
+
+def _model_run(settings, base_version: str, op):
+    """Run ``op(ModelControl)`` against the namespace's Redis and return its result."""
+    import asyncio
+
+    from finpulse.models.exceptions import ModelVersionError
+    from finpulse.models.lifecycle import ModelControl
+
+    async def run():
+        client = async_redis(settings.redis_url)
+        try:
+            return await op(ModelControl(client, settings.namespace, base_version))
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except ModelVersionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_NS_OPTION = click.option("--namespace", default=None, help="run namespace (default: FINPULSE_NAMESPACE or live)")
+
+
+@model.command("list")
+@_NS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def model_list(namespace: str | None, as_json: bool) -> None:
+    """The base model and the model directory's versions; which is in force and which is the shadow."""
+    settings, reg = _model_ctx(namespace)
+    versions = reg.versions()
+
+    async def read(ctl):
+        return await ctl.state(), await ctl.events(10)
+
+    (active, shadow), events = _model_run(settings, versions[0].version, read)
+    rows = [{**v.summary(), "in_force": v.version == active, "shadow": v.version == shadow} for v in versions]
+    if as_json:
+        click.echo(json.dumps({"models_dir": str(reg.models_dir), "in_force": active, "shadow": shadow,
+                               "versions": rows, "events": events}, indent=2))
+        return
+    click.echo(f"model directory: {reg.models_dir}")
+    for r in rows:
+        mark = "*" if r["in_force"] else "s" if r["shadow"] else " "
+        m = r["metrics"]
+        fig = (f"topic {m['topic']['accuracy']:.3f}  sentiment {m['sentiment']['accuracy']:.3f}"
+               if m.get("topic") and m.get("sentiment") else "")
+        click.echo(f"{mark} {r['version']:<32} {'base' if r['base'] else '    '}  {fig}")
+    if active not in {r["version"] for r in rows}:
+        click.echo(f"! the version in force, {active}, is not in this model directory", err=True)
+    click.echo("(* in force, s shadow)")
+
+
+@model.command("add")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+def model_add(src: str) -> None:
+    """Copy the exported model in SRC (manifest.json + files) into the model directory."""
+    from finpulse.models.exceptions import ModelError
+
+    _settings, reg = _model_ctx(None, need_redis=False)
+    try:
+        v = reg.add(src)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"added {v.version} -> {v.path}")
+
+
+@model.command("promote")
+@click.argument("version")
+@_NS_OPTION
+@click.option("--reason", default="", help="why (kept in the event log)")
+def model_promote(version: str, namespace: str | None, reason: str) -> None:
+    """Put VERSION in force: every worker switches to it at its next batch."""
+    from finpulse.models.exceptions import ModelError
+
+    settings, reg = _model_ctx(namespace)
+    try:
+        reg.get(version)  # exists here and its files match the manifest
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    ev = _model_run(settings, reg.base().version,
+                    lambda ctl: ctl.promote(version, by=_operator(), reason=reason))
+    click.echo(f"promoted {ev['to']} (was {ev['from']}); workers switch at their next batch")
+
+
+@model.command("rollback")
+@_NS_OPTION
+@click.option("--reason", default="", help="why (kept in the event log)")
+def model_rollback(namespace: str | None, reason: str) -> None:
+    """Put the previously promoted version (or the base model) back in force."""
+    settings, reg = _model_ctx(namespace)
+    ev = _model_run(settings, reg.base().version, lambda ctl: ctl.rollback(by=_operator(), reason=reason))
+    click.echo(f"rolled back {ev['from']} -> {ev['to']}; workers switch at their next batch")
+
+
+@model.command("shadow")
+@click.argument("version", required=False)
+@_NS_OPTION
+@click.option("--off", is_flag=True, help="stop shadow scoring")
+def model_shadow(version: str | None, namespace: str | None, off: bool) -> None:
+    """Score all traffic with VERSION too (never published) and count its agreement with the version in force."""
+    from finpulse.models.exceptions import ModelError
+
+    if off == bool(version):
+        raise click.UsageError("give a VERSION or --off")
+    settings, reg = _model_ctx(namespace)
+    if version:
+        try:
+            reg.get(version)
+        except ModelError as exc:
+            raise click.ClickException(str(exc)) from None
+    _model_run(settings, reg.base().version, lambda ctl: ctl.set_shadow(version))
+    click.echo(f"shadow: {version}" if version else "shadow scoring off")
+
+
+@model.command("shadow-report")
+@_NS_OPTION
+@click.option("--shadow", "shadow_version", default=None, help="shadow version (default: the current shadow)")
+@click.option("--in-force", "active_version", default=None, help="compared with (default: the version in force)")
+def model_shadow_report(namespace: str | None, shadow_version: str | None, active_version: str | None) -> None:
+    """How often the shadow version's labels agree with the published ones (JSON)."""
+    settings, reg = _model_ctx(namespace)
+
+    async def report(ctl):
+        active, shadow = await ctl.state()
+        sv, av = shadow_version or shadow, active_version or active
+        if not sv:
+            raise click.ClickException("no shadow version set; give --shadow")
+        return await ctl.agreement(sv, av)
+
+    click.echo(json.dumps(_model_run(settings, reg.base().version, report), indent=2))
+
+
+@model.command("checkpoint")
+@click.argument("version", required=False)
+@click.option("--out-dir", required=True, help="checkpoint directory to write (for finpulse train --init-from)")
+def model_checkpoint(version: str | None, out_dir: str) -> None:
+    """Rebuild a PyTorch training checkpoint from VERSION's int8 file (default: the base model; needs the
+    train extra), to continue training a shipped model whose fp32 checkpoint was not kept."""
+    from finpulse.models.data import load_split
+    from finpulse.models.recover import checkpoint_from_int8
+
+    _settings, reg = _model_ctx(None, need_redis=False)
+    path = reg.get(version).path if version else None
+    texts = [e.text for e in load_split("sentiment", "train")[:300]]
+    click.echo(json.dumps(checkpoint_from_int8(out_dir, path, check_texts=texts), indent=2))
+
+
+def _operator() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 @main.group()

@@ -59,6 +59,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
             "FINPULSE_REDIS_URL": settings.redis_url, "FINPULSE_NAMESPACE": settings.namespace,
             "FINPULSE_PARTITIONS": str(settings.partitions), "FINPULSE_RULES_FILE": settings.rules_file,
             "FINPULSE_OLDEST_EVENT": settings.oldest_event, "PYTHONUNBUFFERED": "1",
+            "FINPULSE_MODEL_VERSION": settings.model_version, "FINPULSE_MODELS_DIR": settings.models_dir,
             # several run workers may share a host: any free port unless one is set (the log names it)
             "FINPULSE_WORKER_OPS_PORT": os.environ.get("FINPULSE_WORKER_OPS_PORT", "0"), **extra}
 

@@ -97,6 +97,14 @@ class Classifier:
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.variant = variant
         self.provider = self.session.get_providers()[0]
+        decision = self.manifest.get("decision") or {}
+        temps = decision.get("temperature") or {}
+        self.topic_temperature = float(temps.get("topic", 1.0))
+        self.sentiment_temperature = float(temps.get("sentiment", 1.0))
+        self.sentiment_bias = np.asarray(decision.get("sentiment_bias") or [0.0] * len(self.sentiment_labels),
+                                         dtype=np.float64)
+        if self.sentiment_bias.shape != (len(self.sentiment_labels),):
+            raise ValueError(f"manifest decision.sentiment_bias must have {len(self.sentiment_labels)} values")
         self._neg = self.sentiment_labels.index("negative")
         self._pos = self.sentiment_labels.index("positive")
         log.info("classifier %s loaded: variant=%s provider=%s file=%s", self.model_version, variant,
@@ -163,7 +171,10 @@ class Classifier:
         :param texts: the headlines.
         :returns: per text, in input order: ``topic``, ``topic_score``, ``topics_top3`` (list of
             ``{"topic", "score"}``), ``sentiment``, ``sentiment_probs`` (negative/positive/neutral),
-            ``sentiment_score`` = p(positive) - p(negative), and ``model_version``.
+            ``sentiment_score`` = p(positive) - p(negative), and ``model_version``. Probabilities are
+            temperature-scaled and the sentiment label follows the manifest's ``decision`` rule
+            (:mod:`finpulse.models.calibration`): it is the arg-max of the probabilities plus the bias,
+            so a headline can be labelled negative while p(neutral) is a little higher.
         """
         if isinstance(texts, str):
             raise InvalidInputError("classify() takes a list of texts, not one string")
@@ -177,8 +188,12 @@ class Classifier:
                 valid.append(i)
         if valid:
             t_logits, s_logits = self.logits([texts[i] for i in valid])
-            t_probs = _softmax(t_logits.astype(np.float64))
-            s_probs = _softmax(s_logits.astype(np.float64))
+            # the manifest's decision rule (models/calibration.py): temperature-scaled probabilities,
+            # and the sentiment label that wins after the bias (e.g. against defaulting to neutral)
+            t_probs = _softmax(t_logits.astype(np.float64) / self.topic_temperature)
+            s_scaled = s_logits.astype(np.float64) / self.sentiment_temperature
+            s_probs = _softmax(s_scaled)
+            s_label = (s_scaled + self.sentiment_bias).argmax(axis=1)
             top3 = np.argsort(-t_probs, axis=1)[:, :3]
             for row, i in enumerate(valid):
                 tp, sp = t_probs[row], s_probs[row]
@@ -187,7 +202,7 @@ class Classifier:
                     "topic_score": round(float(tp[top3[row, 0]]), 6),
                     "topics_top3": [{"topic": self.topic_labels[int(k)], "score": round(float(tp[k]), 6)}
                                     for k in top3[row]],
-                    "sentiment": self.sentiment_labels[int(sp.argmax())],
+                    "sentiment": self.sentiment_labels[int(s_label[row])],
                     "sentiment_probs": {lab: round(float(sp[j]), 6) for j, lab in enumerate(self.sentiment_labels)},
                     "sentiment_score": round(float(sp[self._pos] - sp[self._neg]), 6),
                     "model_version": self.model_version,

@@ -22,6 +22,10 @@ SPLIT_FILES = {
     ("sentiment", "valid"): DATA_DIR / "twitter-financial-news-sentiment" / "sent_valid.csv",
 }
 
+NEWS_FILE = DATA_DIR / "news-dev" / "news_dev.csv"
+"""finpulse's own news-style headlines (``data/news-dev``): a ``dev`` split for measuring and
+selecting, a ``train`` split for training; each row is labelled for both tasks."""
+
 
 @dataclass(frozen=True)
 class Example:
@@ -79,3 +83,26 @@ def stratified_holdout(examples: list[Example], fraction: float, seed: int) -> t
         train.extend(group[k:])
     rng.shuffle(train)
     return train, dev
+
+
+def load_news(split: str, path: str | Path = NEWS_FILE) -> list[Example]:
+    """The news-style headlines of ``split`` (``dev`` or ``train``), two examples per headline.
+
+    :param split: ``dev`` (measuring and model selection) or ``train`` (training only).
+    :param path: the CSV (``id,headline,topic,sentiment,split,agreed``; labels are names).
+    :returns: per headline a ``topic`` and a ``sentiment`` example, in file order.
+    :raises ValueError: on an unknown split or label name.
+    """
+    if split not in ("dev", "train"):
+        raise ValueError(f"news split must be dev or train, not {split!r}")
+    ids = {task: {name: i for i, name in enumerate(labels_for(task))} for task in ("topic", "sentiment")}
+    out: list[Example] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["split"] != split:
+                continue
+            for task in ("topic", "sentiment"):
+                if row[task] not in ids[task]:
+                    raise ValueError(f"{path}: {row['id']}: unknown {task} {row[task]!r}")
+                out.append(Example(row["headline"], ids[task][row[task]], task))
+    return out

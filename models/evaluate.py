@@ -41,12 +41,30 @@ def logits_fn(variant: str, model_dir: str | Path | None = None, checkpoint: str
     return Classifier(model_dir, device=device, variant=variant).logits
 
 
-def evaluate(data: str | Path, task: str, logits: Callable) -> dict:
-    """Evaluate on a ``text,label`` CSV for ``task``; returns :func:`classification_report`'s dict."""
+def decision_of(model_dir: str | Path | None = None) -> dict:
+    """The manifest's ``decision`` rule of ``model_dir`` (``{}`` when it has none)."""
+    from .manifest import load_manifest
+
+    return dict(load_manifest(model_dir, verify=False).get("decision") or {})
+
+
+def evaluate(data: str | Path, task: str, logits: Callable, decision: dict | None = None) -> dict:
+    """Evaluate on a ``text,label`` CSV for ``task``; returns :func:`classification_report`'s dict.
+
+    :param decision: a manifest ``decision`` rule; its sentiment bias decides the sentiment labels as
+        :class:`~finpulse.models.classifier.Classifier` does (temperatures never change a label).
+    """
+    from .calibration import sentiment_labels
+
     exs = read_labelled_csv(data, task)
     topic_logits, sent_logits = logits([e.text for e in exs])
-    chosen = topic_logits if task == "topic" else sent_logits
-    return classification_report([e.label for e in exs], chosen.argmax(-1).tolist(), labels_for(task))
+    if task == "topic":
+        preds = topic_logits.argmax(-1)
+    else:
+        d = decision or {}
+        preds = sentiment_labels(sent_logits, float((d.get("temperature") or {}).get("sentiment", 1.0)),
+                                 d.get("sentiment_bias"))
+    return classification_report([e.label for e in exs], preds.tolist(), labels_for(task))
 
 
 def format_report(rep: dict, task: str) -> str:

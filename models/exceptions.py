@@ -19,3 +19,7 @@ class InvalidInputError(ModelError, ValueError):
 
 class SoupError(ModelError, ValueError):
     """Checkpoints that cannot be averaged, or an empty list of them."""
+
+
+class ModelVersionError(ModelError, LookupError):
+    """A model version that is not in the model directory, or a promotion / rollback that cannot be done."""

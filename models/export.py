@@ -6,10 +6,13 @@ Artifacts (``models/artifacts/``):
 
 * ``model.int8.onnx`` — the shipped CPU model: fp32 export (opset 17, dynamic batch and sequence
   axes, outputs ``topic_logits`` and ``sentiment_logits``), ONNX Runtime's BERT graph fusions
-  (attention, layer-norm, GELU, embedding), then dynamic int8 quantisation (weights per output channel;
-  activations per run).
+  (attention, layer-norm, GELU, embedding), int8 quantisation (weights per output channel), then the
+  activation scales frozen (:mod:`finpulse.models.static_quant`; calibrated on training headlines
+  scored one at a time) so a headline's labels do not depend on the batch it is scored in.
 * ``tokenizer.json`` — the base model's WordPiece tokenizer.
-* ``manifest.json`` — version, label maps, max sequence length, sha256 of every file, recipe, metrics.
+* ``manifest.json`` — version, label maps, max sequence length, sha256 of every file, recipe, metrics,
+  and the ``decision`` rule (temperatures, sentiment bias) fitted on dev data by
+  :func:`fit_decision` (:mod:`finpulse.models.calibration`).
 
 The fp32 and optimised fp32 files are written to ``build/onnx/`` (not shipped: 90 MB). The GPU fp16
 variant is built from the shipped int8 file at load time (:func:`finpulse.models.gpu.fp16_from_int8`), which
@@ -126,15 +129,104 @@ def update_metrics(artifact_dir: str | Path, metrics: dict) -> dict:
     return manifest
 
 
+CALIBRATION_TWEETS = 1500
+"""Training tweets (both tasks, seeded sample) whose activations set the static int8 scales; the
+``train`` headlines of the news-style set are added. Never a validation split, never the dev slice."""
+
+
+def calibration_texts(recipe: dict) -> list[str]:
+    """The headlines the static activation scales are calibrated on (see :data:`CALIBRATION_TWEETS`)."""
+    import random
+
+    from .data import load_news
+    from .train import train_dev_split
+
+    train_set, _dev = train_dev_split(recipe.get("dev_fraction", 0.08), recipe.get("seed", 13), recipe.get("limit"))
+    texts = [e.text for e in train_set]
+    random.Random(0).shuffle(texts)
+    news = [e.text for e in load_news("train") if e.task == "topic"]
+    return texts[:CALIBRATION_TWEETS] + news
+
+
+def make_static(dynamic: str | Path, dst: str | Path, tokenizer_path: str | Path, texts: list[str]) -> Path:
+    """Freeze the activation scales of the dynamically quantised ``dynamic`` into ``dst``."""
+    from .normalize import normalize_text
+    from .static_quant import activation_ranges, freeze_activation_scales
+    from .tokenize import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path, 128)
+    ranges = activation_ranges(dynamic, (e.ids for e in tok.encode_batch([normalize_text(t) for t in texts])))
+    return freeze_activation_scales(dynamic, dst, ranges)
+
+
+def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.005) -> dict:
+    """Temperatures and the sentiment bias of the int8 model in ``model_dir``, fitted on dev data.
+
+    Temperatures: per head, on the tweet dev slice (the run's held-out slice of the training splits)
+    and the news-style ``dev`` split pooled. Bias: :func:`finpulse.models.calibration.fit_neutral_bias`
+    on the news-style ``dev`` split, guarded by the tweet dev slice. Also reports a two-fold
+    cross-fitted news macro-F1 (the bias fitted on one half of the news dev split, measured on the
+    other), an estimate free of the optimism of measuring on the data the bias was chosen on.
+
+    :param model_dir: an exported model (manifest without a decision yet, or with one: it is ignored).
+    :param recipe: the training recipe (its ``dev_fraction``, ``seed``, ``limit`` give the dev slice).
+    :param max_tweet_drop: the guard on the tweet dev slice's sentiment macro-F1.
+    """
+    import numpy as np
+
+    from .calibration import fit_neutral_bias, fit_temperature
+    from .classifier import Classifier
+    from .data import load_news
+    from .train import train_dev_split
+
+    clf = Classifier(model_dir, device="cpu", variant="int8")
+    _train, tweet_dev = train_dev_split(recipe.get("dev_fraction", 0.08), recipe.get("seed", 13), recipe.get("limit"))
+    news = load_news("dev")
+    out: dict = {"fitted_on": "tweet dev slice (held out of the training splits) + data/news-dev dev split"}
+    temps, logits = {}, {}
+    for task in ("topic", "sentiment"):
+        exs = [e for e in tweet_dev if e.task == task] + [e for e in news if e.task == task]
+        t_log, s_log = clf.logits([e.text for e in exs])
+        lg = t_log if task == "topic" else s_log
+        labels = np.array([e.label for e in exs])
+        temps[task] = fit_temperature(lg, labels)
+        n_tweet = sum(e.task == task for e in tweet_dev)
+        logits[task] = (lg[:n_tweet], labels[:n_tweet], lg[n_tweet:], labels[n_tweet:])
+    out["temperature"] = temps
+    tw_l, tw_y, nw_l, nw_y = logits["sentiment"]
+    fit = fit_neutral_bias(nw_l, nw_y, tw_l, tw_y, temps["sentiment"], max_tweet_drop)
+    out.update(sentiment_bias=fit["sentiment_bias"], news_dev_macro_f1=fit["news_macro_f1"],
+               tweet_dev_macro_f1=fit["tweet_macro_f1"], max_tweet_drop=max_tweet_drop)
+    halves = np.arange(len(nw_y)) % 2
+    cross = []
+    for h in (0, 1):
+        a, b = halves == h, halves != h
+        bias = fit_neutral_bias(nw_l[a], nw_y[a], tw_l, tw_y, temps["sentiment"], max_tweet_drop)["sentiment_bias"]
+        cross.append((nw_l[b], nw_y[b], bias))
+    from .calibration import sentiment_labels
+    from .labels import SENTIMENT_LABELS
+    from .metrics import classification_report
+
+    ys = np.concatenate([c[1] for c in cross])
+    ps = np.concatenate([sentiment_labels(c[0], temps["sentiment"], c[2]) for c in cross])
+    out["news_dev_macro_f1_cross_fitted"] = round(
+        float(classification_report(ys.tolist(), ps.tolist(), SENTIMENT_LABELS)["macro_f1"]), 4)
+    return out
+
+
 def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_dir: str | Path = BUILD_DIR,
-           *, version: str, max_length: int = 128) -> dict:
-    """Full export: fp32 -> optimised fp32 -> int8; copy tokenizer; write the manifest.
+           *, version: str, max_length: int = 128, static: bool = True, decide: bool = True) -> dict:
+    """Full export: fp32 -> optimised fp32 -> int8 (static activation scales); copy tokenizer; write the
+    manifest with the fitted decision rule.
 
     :param ckpt_dir: checkpoint written by :func:`finpulse.models.train.train`.
     :param artifact_dir: where the shipped files go.
     :param build_dir: where the unshipped fp32 files go.
     :param version: model version recorded in the manifest.
     :param max_length: runtime token limit.
+    :param static: freeze the activation scales (labels independent of the batch); ``False`` ships the
+        dynamically quantised file.
+    :param decide: fit and record the decision rule (:func:`fit_decision`).
     :returns: the manifest.
     """
     from .network import base_encoder_dir
@@ -144,7 +236,17 @@ def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_
     build.mkdir(parents=True, exist_ok=True)
     fp32 = export_fp32(ckpt, build / "model.fp32.onnx")
     opt = optimize_fp32(fp32, build / "model.fp32.opt.onnx")
-    quantize_int8(opt, art / "model.int8.onnx")
     shutil.copyfile(base_encoder_dir() / "tokenizer.json", art / "tokenizer.json")
     recipe = json.loads((ckpt / "recipe.json").read_text())
-    return write_manifest(art, version=version, max_length=max_length, recipe=recipe)
+    if static:
+        dynamic = quantize_int8(opt, build / "model.int8.dynamic.onnx")
+        make_static(dynamic, art / "model.int8.onnx", art / "tokenizer.json", calibration_texts(recipe))
+        recipe = {**recipe, "quantization": "int8, weights per output channel, static activation scales "
+                                            f"(MinMax on {CALIBRATION_TWEETS} training tweets + news train split)"}
+    else:
+        quantize_int8(opt, art / "model.int8.onnx")
+    manifest = write_manifest(art, version=version, max_length=max_length, recipe=recipe)
+    if decide:
+        manifest["decision"] = fit_decision(art, recipe)
+        (art / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -3,8 +3,9 @@
 The repository ships one model file (int8, 23 MB) to stay within its 60 MB budget. On a CUDA
 machine :func:`fp16_model_path` rebuilds a float graph from it — every quantised weight is
 dequantised (``(q - zero_point) * scale``), ``QEmbedLayerNormalization``/``QAttention``/
-``MatMulInteger`` become ``EmbedLayerNormalization``/``Attention``/``MatMul`` and the dynamic
-activation quantisers are dropped — then converts it to fp16 (inputs and outputs stay int64 /
+``MatMulInteger`` become ``EmbedLayerNormalization``/``Attention``/``MatMul`` and the activation
+quantisers (dynamic, or with the static scales of :mod:`finpulse.models.static_quant`) are
+dropped — then converts it to fp16 (inputs and outputs stay int64 /
 float32) with ONNX Runtime's own converter. The result is cached next to the user's other caches,
 keyed by the int8 file's sha256, so it is built once per model version.
 
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from finpulse.core.settings import default_cache_dir
+
+from .static_quant import STATIC_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +61,16 @@ def dequantize_model(src: str | Path):
         return name
 
     def float_input(q_name: str) -> str:
-        """The float tensor a DynamicQuantizeLinear quantised (its input)."""
+        """The float tensor a (Dynamic)QuantizeLinear quantised (its input)."""
         node = producer[q_name]
-        if node.op_type != "DynamicQuantizeLinear":
-            raise ValueError(f"expected DynamicQuantizeLinear before {q_name}, found {node.op_type}")
+        if node.op_type not in ("DynamicQuantizeLinear", "QuantizeLinear"):
+            raise ValueError(f"expected an activation quantiser before {q_name}, found {node.op_type}")
         return node.input[0]
 
     for idx, node in enumerate(g.node):
-        if node.op_type == "DynamicQuantizeLinear":
-            drop.add(idx)
+        if node.op_type == "DynamicQuantizeLinear" or (
+                node.op_type in ("QuantizeLinear", "Identity") and STATIC_SUFFIX in node.name):
+            drop.add(idx)  # activation quantisers, dynamic or with static scales (models/static_quant.py)
         elif node.op_type == "QEmbedLayerNormalization":
             i = list(node.input)
             tensors = [fp(i[k].replace("_quantized", "_dq"), _dequant(inits, i[k], i[k + 6], i[k + 11]))

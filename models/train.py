@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Example, load_split, stratified_holdout
+from .data import Example, load_news, load_split, stratified_holdout
+from .headline_style import to_headline_style
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
 from .metrics import classification_report
 from .normalize import NORMALIZATION_VERSION, normalize_text
@@ -81,6 +82,12 @@ class TrainConfig:
         over both passes, and ``rdrop_weight`` times the symmetric KL divergence between the two
         passes' predictions (:func:`consistency_loss`) is added, for *both* heads on every text, so
         the topic headlines regularise the sentiment head too. Doubles the cost of a step.
+    :param news_repeat: add the ``train`` split of finpulse's news-style set (``data/news-dev``,
+        :func:`~finpulse.models.data.load_news`) this many times to the training data (``0`` = off).
+    :param headline_style: share of the tweets rewritten in headline style
+        (:func:`~finpulse.models.headline_style.to_headline_style`), drawn afresh each epoch.
+    :param news_select: select the epoch on the mean of the tweet dev slice's score and the score
+        on the news-style ``dev`` split (both macro-F1 means), instead of the tweet slice alone.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -109,6 +116,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     base_encoder: str | None = None
     rdrop_weight: float = 0.0
+    news_repeat: int = 0
+    headline_style: float = 0.0
+    news_select: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -359,12 +369,28 @@ def train(cfg: TrainConfig) -> dict:
     tokenizer = load_tokenizer(base / "tokenizer.json", cfg.max_length)
 
     train_set, dev_set = train_dev_split(cfg.dev_fraction, cfg.seed, cfg.limit)
+    n_tweets = len(train_set)
+    news_dev: list[Example] = load_news("dev") if cfg.news_select else []
+    news_train = load_news("train") if cfg.news_repeat else []
+    if cfg.limit:  # smoke runs: the limit applies to the news-style headlines too (both tasks per headline)
+        news_dev, news_train = news_dev[:2 * cfg.limit], news_train[:2 * cfg.limit]
+    train_set.extend(news_train * cfg.news_repeat)
     rng = random.Random(cfg.seed)
-    rng.shuffle(train_set)
+    order = list(range(len(train_set)))
+    rng.shuffle(order)
+    is_tweet = np.array([i < n_tweets for i in order])
+    train_set = [train_set[i] for i in order]
 
     texts = [normalize_text(e.text) for e in train_set]
-    ids_all = [enc.ids for enc in tokenizer.encode_batch(texts)]
-    lengths = np.array([len(x) for x in ids_all])
+    ids_plain = [enc.ids for enc in tokenizer.encode_batch(texts)]
+    ids_all, lengths = ids_plain, np.array([len(x) for x in ids_plain])
+    ids_styled = ids_plain
+    if cfg.headline_style:
+        styled = [normalize_text(to_headline_style(e.text)) if tw else t
+                  for e, t, tw in zip(train_set, texts, is_tweet, strict=True)]
+        ids_styled = [enc.ids for enc in tokenizer.encode_batch(styled)]
+        log.info("headline style: %d of %d tweets change when rewritten",
+                 sum(a != b for a, b in zip(styled, texts, strict=True)), n_tweets)
     topic_y = np.array([e.label if e.task == "topic" else IGNORE for e in train_set])
     sent_y = np.array([e.label if e.task == "sentiment" else IGNORE for e in train_set])
     soft_t = soft_s = t_recipe = None
@@ -412,6 +438,7 @@ def train(cfg: TrainConfig) -> dict:
         "normalization_version": NORMALIZATION_VERSION,
         "train_examples": len(train_set),
         "dev_examples": len(dev_set),
+        "news_dev_examples": len(news_dev),
         "n_topics": len(TOPIC_LABELS),
         "n_sentiments": len(SENTIMENT_LABELS),
         **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "extra")},
@@ -428,6 +455,10 @@ def train(cfg: TrainConfig) -> dict:
     step = 0
     model.train()
     for epoch in range(cfg.epochs):
+        if cfg.headline_style:
+            pick = np.array([rng.random() < cfg.headline_style for _ in range(len(train_set))])
+            ids_all = [s if p else t for s, t, p in zip(ids_styled, ids_plain, pick, strict=True)]
+            lengths = np.array([len(x) for x in ids_all])
         batches = _bucketed_batches(lengths, cfg.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
         running = None
@@ -478,13 +509,20 @@ def train(cfg: TrainConfig) -> dict:
         assert isinstance(scored, MultiTaskClassifier)  # AveragedModel.module is a deep copy of model
         dev = dev_report(scored, tokenizer, dev_set, device)
         score = dev_score(dev)
-        history.append({"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score,
-                        "elapsed_s": round(time.time() - started, 1)})
+        entry = {"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score}
+        if news_dev:
+            news = dev_report(scored, tokenizer, news_dev, device)
+            entry.update(news_dev=news, tweet_dev_score=score, news_dev_score=dev_score(news))
+            score = (score + dev_score(news)) / 2
+            entry["dev_score"] = score
+            print(f"epoch {epoch + 1}: news dev={json.dumps(news)}", flush=True)
+        history.append({**entry, "elapsed_s": round(time.time() - started, 1)})
         log.info("epoch %d dev %s", epoch + 1, json.dumps(dev))
         print(f"epoch {epoch + 1}: loss={running:.4f} dev={json.dumps(dev)}", flush=True)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
-            save_checkpoint(scored, cfg.out_dir, {**recipe, "best_epoch": best_epoch, "dev": dev})
+            save_checkpoint(scored, cfg.out_dir, {**recipe, "best_epoch": best_epoch, "dev": dev,
+                                                  **({"news_dev": entry["news_dev"]} if news_dev else {})})
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:

@@ -27,6 +27,8 @@ from finpulse.core.heartbeat import BEAT_INTERVAL_S, beat, heartbeat_path
 from finpulse.core.metrics import metrics
 from finpulse.core.opsserver import start_ops_server, tcp_check
 from finpulse.core.stackstate import resolve_bootstrap
+from finpulse.models import Classifier
+from finpulse.models.lifecycle import compare
 
 from .app import agent, current, on_shutdown, task, timer
 from .logwatch import CHECK_INTERVAL_S
@@ -151,20 +153,31 @@ async def classify(stream):
     log.info("classify agent started: %s", worker_env_summary(settings))
     loop = asyncio.get_running_loop()
     clf = await services.classifier()
+    control = await services.control()
     monitor = await services.monitor()
     m = metrics()
     m.model_info.labels(version=clf.model_version).set(1)
     oldest_ts = settings.oldest_event_ts()
     inflight: deque[asyncio.Task] = deque()
 
-    def timed_classify(texts: list[str]) -> list[dict]:
-        t0 = time.perf_counter()
-        try:
-            return clf.classify(texts)
-        finally:
-            m.inference_duration.observe(time.perf_counter() - t0)
-
-    async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None, started: float) -> None:
+    def scorer(clf: Classifier, shadow: Classifier | None, agreement: dict[str, int]):
+        """``classify`` for one batch: the version in force; the shadow version's labels only counted."""
+        def classify(texts: list[str]) -> list[dict]:
+            t0 = time.perf_counter()
+            try:
+                results = clf.classify(texts)
+            finally:
+                m.inference_duration.observe(time.perf_counter() - t0)
+            if shadow is not None:
+                try:
+                    for k, v in compare(results, shadow.classify(texts)).items():
+                        agreement[k] = agreement.get(k, 0) + v
+                except Exception:  # noqa: BLE001 - the shadow never affects what is published
+                    log.exception("shadow model %s failed on a batch; not compared", shadow.model_version)
+            return results
+        return classify
+    async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None, started: float,
+                     clf: Classifier, shadow: Classifier | None, agreement: dict[str, int]) -> None:
         batch = await scoring
         if previous is not None:
             await previous  # keep output order; a failed predecessor fails this batch too
@@ -177,6 +190,9 @@ async def classify(stream):
         await _count(classified=len(batch.scored), dead_lettered=len(batch.dead), **_by_reason(batch.dead))
         await retry_infra(lambda: monitor.observe(batch.scored), what="model monitoring in Redis",
                           give_up_after_s=settings.infra_retry_s)
+        if shadow is not None:
+            await retry_infra(lambda: control.record_agreement(shadow.model_version, clf.model_version, agreement),
+                              what="shadow agreement in Redis", give_up_after_s=settings.infra_retry_s)
         m.headlines_classified.inc(len(batch.scored))
         await _ack(stream, events)
         _observe_batch("classify", events, started)
@@ -186,13 +202,21 @@ async def classify(stream):
             started = time.perf_counter()
             items = [RawItem(e.message.value, e.message.topic, e.message.partition, e.message.offset,
                              e.message.key, e.message.timestamp) for e in events]
+            batch_clf, shadow = await retry_infra(services.scoring_models, what="model version in Redis",
+                                                  give_up_after_s=settings.infra_retry_s)
+            if batch_clf is not clf:
+                m.model_info.remove(clf.model_version)
+                m.model_info.labels(version=batch_clf.model_version).set(1)
+                clf = batch_clf
+            agreement: dict[str, int] = {}
+            classify = scorer(batch_clf, shadow, agreement)
             scoring = loop.run_in_executor(
                 services.executor,
-                lambda items=items: score_batch(items, timed_classify, max_bytes=settings.max_payload_bytes,
-                                                future_tolerance_s=settings.future_tolerance_s,
-                                                oldest_ts=oldest_ts))
+                lambda items=items, classify=classify: score_batch(
+                    items, classify, max_bytes=settings.max_payload_bytes,
+                    future_tolerance_s=settings.future_tolerance_s, oldest_ts=oldest_ts))
             inflight.append(asyncio.ensure_future(finish(events, scoring, inflight[-1] if inflight else None,
-                                                         started)))
+                                                         started, batch_clf, shadow, agreement)))
             while inflight and (inflight[0].done() or len(inflight) > settings.infer_workers):
                 await inflight.popleft()
     finally:

@@ -20,6 +20,8 @@ from finpulse.core.connections import async_redis
 from finpulse.core.settings import Settings
 from finpulse.core.stackstate import resolve_bootstrap, resolve_redis_url
 from finpulse.models import Classifier
+from finpulse.models.lifecycle import ModelControl
+from finpulse.models.registry import ModelRegistry
 
 from .delivery import DeliveryService
 from .monitoring import ModelMonitor
@@ -36,7 +38,12 @@ class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.infer_workers, thread_name_prefix="finpulse-infer")
-        self._classifier = None
+        self.registry = ModelRegistry.from_settings(settings)
+        self._models: dict[str, Classifier] = {}
+        self._current: str | None = None
+        self._previous: str | None = None
+        self._load_failed: set[str] = set()
+        self._control: ModelControl | None = None
         self._redis = None
         self._store = None
         self._detector = None
@@ -48,19 +55,75 @@ class Services:
         self.ops: Any = None  # the operations server (stream/agents.py: serve_operations)
         self._lock = asyncio.Lock()
 
-    async def classifier(self):
-        """The :class:`finpulse.models.Classifier` (loaded in the inference thread on first call)."""
-        if self._classifier is None:
+    async def classifier(self) -> Classifier:
+        """The classifier of the version in force (loaded in the inference thread on first call).
+
+        The first call loads the pinned version (``settings.model_version``), else the version in
+        force in Redis (:mod:`finpulse.models.lifecycle`); later calls return the current one.
+        """
+        if self._current is None:
             async with self._lock:
-                if self._classifier is None:
-                    loop = asyncio.get_running_loop()
-                    self._classifier = await loop.run_in_executor(
-                        self.executor,
-                        lambda: Classifier(self.settings.model_dir or None, device=self.settings.device,
-                                           batch_size=self.settings.batch_max,
-                                           threads=self.settings.infer_threads_resolved(),
-                                           spinning=self.settings.infer_spinning))
-        return self._classifier
+                if self._current is None:
+                    version = self.settings.model_version or (await (await self.control()).state())[0]
+                    await self._load(version)
+                    self._current = version
+                    log.info("model version in force: %s%s", version,
+                             " (pinned by FINPULSE_MODEL_VERSION)" if self.settings.model_version else "")
+        return self._models[self._current]
+
+    async def control(self) -> ModelControl:
+        """The shared model-version setting of this namespace."""
+        if self._control is None:
+            base = await asyncio.get_running_loop().run_in_executor(self.executor, self.registry.base)
+            self._control = ModelControl(await self.redis(), self.settings.namespace, base.version)
+        return self._control
+
+    async def scoring_models(self) -> tuple[Classifier, Classifier | None]:
+        """The classifiers for the next batch: the version in force and the shadow version (or ``None``).
+
+        Reads the shared setting (one Redis round trip) unless the version is pinned; a promoted or
+        rolled-back version is loaded here, so the worker switches at this batch. A version that
+        cannot be loaded (missing from this host's model directory, files not matching the
+        manifest) is logged as an error once and the current version keeps scoring.
+        """
+        clf = await self.classifier()
+        if self.settings.model_version:
+            return clf, None
+        active, shadow = await (await self.control()).state()
+        if active != self._current:
+            if await self._try_load(active, "in force"):
+                log.warning("model version in force: %s -> %s (switched at this batch)", self._current, active)
+                self._previous, self._current = self._current, active
+                clf = self._models[active]
+        shadow_clf = None
+        if shadow and shadow != self._current and await self._try_load(shadow, "shadow"):
+            shadow_clf = self._models[shadow]
+        keep = {self._current, self._previous, shadow}
+        for v in [v for v in self._models if v not in keep]:
+            del self._models[v]  # at most the version in force, the one before it and the shadow
+        return clf, shadow_clf
+
+    async def _try_load(self, version: str, role: str) -> bool:
+        if version in self._models:
+            return True
+        try:
+            await self._load(version)
+        except Exception as exc:  # noqa: BLE001 - any load failure keeps the current model scoring
+            if version not in self._load_failed:
+                self._load_failed.add(version)
+                log.error("cannot load model version %s (%s): %s; still scoring with %s", version, role, exc,
+                          self._current)
+            return False
+        self._load_failed.discard(version)
+        return True
+
+    async def _load(self, version: str) -> None:
+        def build() -> Classifier:
+            path = self.registry.get(version).path
+            return Classifier(path, device=self.settings.device, batch_size=self.settings.batch_max,
+                              threads=self.settings.infer_threads_resolved(), spinning=self.settings.infer_spinning)
+
+        self._models[version] = await asyncio.get_running_loop().run_in_executor(self.executor, build)
 
     async def redis(self):
         """A ``redis.asyncio.Redis`` client for the configured URL."""
@@ -96,7 +159,7 @@ class Services:
 
     def model_loaded(self) -> bool:
         """Whether the classifier is loaded (a readiness condition of the worker)."""
-        return self._classifier is not None
+        return self._current is not None
 
     def alerts_config(self):
         """Rules and webhook endpoints of ``settings.rules_file`` (secrets resolved)."""

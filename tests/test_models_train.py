@@ -102,3 +102,30 @@ def test_rdrop_is_recorded_and_changes_training(tmp_path):
     wp = torch.load(tmp_path / "plain" / "weights.pt", weights_only=True)
     wr = torch.load(tmp_path / "rd" / "weights.pt", weights_only=True)
     assert not torch.equal(wp["sentiment_head.weight"], wr["sentiment_head.weight"])
+
+
+def test_news_style_training_and_selection_are_recorded(tmp_path):
+    res = _tiny(tmp_path / "n", news_repeat=2, headline_style=0.5, news_select=True)
+    entry = res["history"][0]
+    assert set(entry["news_dev"]) == {"topic", "sentiment"} and entry["news_dev"]["topic"]["n"] == 48
+    # the epoch is selected on the mean of the tweet slice's and the news dev split's scores
+    assert entry["dev_score"] == pytest.approx((entry["tweet_dev_score"] + entry["news_dev_score"]) / 2)
+    recipe = json.loads((tmp_path / "n" / "recipe.json").read_text())
+    assert recipe["news_repeat"] == 2 and recipe["headline_style"] == 0.5 and recipe["news_dev_examples"] == 96
+    assert recipe["news_dev"] == entry["news_dev"]
+
+
+def test_a_checkpoint_rebuilt_from_the_int8_model_scores_like_it(tmp_path):
+    from finpulse.models.data import load_split
+    from finpulse.models.recover import checkpoint_from_int8
+
+    texts = [e.text for e in load_split("sentiment", "train")[:200]]
+    rep = checkpoint_from_int8(tmp_path / "ckpt", check_texts=texts)
+    # int8 rounding of weights and activations only: the labels agree as int8 and fp32 exports do
+    assert rep["argmax_agreement"]["topic"] > 0.95 and rep["argmax_agreement"]["sentiment"] > 0.95
+    recipe = json.loads((tmp_path / "ckpt" / "recipe.json").read_text())
+    assert recipe["recovered_from"]["version"] == rep["version"] and recipe["dev_fraction"] == 0.08
+    cont = train(TrainConfig(out_dir=str(tmp_path / "cont"), epochs=1, limit=16, max_length=24, threads=1,
+                             batch_size=16, init_from=str(tmp_path / "ckpt"), lr=1e-6))
+    # continued training from it starts where the shipped model is: the tiny dev slice is nearly all right
+    assert cont["history"][0]["dev"]["topic"]["accuracy"] > 0.8
