@@ -17,12 +17,14 @@ RUN pip install --no-cache-dir /tmp/dist/finpulse-*.whl \
  && if [ "$EXTRA" = "gpu" ]; then sh /tmp/install_gpu_runtime.sh; fi \
  && rm -rf /tmp/dist /tmp/install_gpu_runtime.sh \
  && useradd --uid 10001 --no-create-home --home-dir /var/cache/finpulse finpulse \
- && mkdir -p /var/cache/finpulse \
- && chown finpulse:finpulse /var/cache/finpulse
-# The only folder the worker writes (the fp16 GPU model, Faust's data folder): a volume in compose.
+ && mkdir -p /var/cache/finpulse /var/lib/finpulse/models \
+ && chown finpulse:finpulse /var/cache/finpulse /var/lib/finpulse/models
+# The folder the worker writes (the fp16 GPU model, Faust's data folder): a volume in compose.
 ENV FINPULSE_CACHE_DIR=/var/cache/finpulse
+# Promotable model versions (finpulse model add / promote): a volume shared by every worker in compose.
+ENV FINPULSE_MODELS_DIR=/var/lib/finpulse/models
 WORKDIR /var/cache/finpulse
-VOLUME ["/var/cache/finpulse"]
+VOLUME ["/var/cache/finpulse", "/var/lib/finpulse/models"]
 USER 10001:10001
 ENTRYPOINT ["finpulse", "--log-level", "info"]
 CMD ["worker"]

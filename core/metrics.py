@@ -40,6 +40,7 @@ class Metrics:
     model_info: Any
     model_drift: Any
     model_monitored: Any
+    model_shadow: Any
 
     def names(self) -> set[str]:
         """Every sample name this registry can expose (``finpulse_..._total``, ``_bucket``...)."""
@@ -97,4 +98,7 @@ def metrics() -> Metrics:
                           "against the reference of the model version in force", ["kind"], registry=r),
         model_monitored=Gauge("finpulse_model_monitored_headlines", "Headlines in the drift comparison",
                               ["window"], registry=r),
+        model_shadow=Counter("finpulse_model_shadow_headlines", "Headlines scored by the shadow model version: "
+                             "compared (result=compared) and agreeing with the published labels "
+                             "(result=topic_agrees, sentiment_agrees)", ["shadow", "result"], registry=r),
     )

@@ -200,10 +200,21 @@ async def health(view: View) -> dict[str, Any]:
 
 
 async def model(view: View) -> dict[str, Any]:
-    """The model version in force (the newest that scored) and its drift report."""
+    """The model that scored last and its drift report; the shared version in force, the shadow
+    version and its agreement, and the last promotions and rollbacks (:mod:`finpulse.models.lifecycle`)."""
+    from finpulse.models.lifecycle import ModelControl
+    from finpulse.models.registry import ModelRegistry
+
+    control = ModelControl(view.redis, view.settings.namespace,
+                           ModelRegistry.from_settings(view.settings).base().version)
+    in_force, shadow = await control.state()
+    lifecycle = {"in_force": in_force, "shadow": shadow,
+                 "shadow_agreement": await control.agreement(shadow, in_force) if shadow else None,
+                 "events": await control.events(5)}
     versions = await view.monitor.versions()
     if not versions:
-        return {"version": None, "report": None, "versions": []}
+        return {"version": None, "report": None, "versions": [], "lifecycle": lifecycle}
     current = versions[0][0]
     return {"version": current, "report": await view.monitor.report(current),
-            "versions": [{"version": v, "last_scored": format_time(t)} for v, t in versions]}
+            "versions": [{"version": v, "last_scored": format_time(t)} for v, t in versions],
+            "lifecycle": lifecycle}

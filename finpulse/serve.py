@@ -111,6 +111,7 @@ class Health(_Open):
 class ModelResponse(_Open):
     version: str | None
     report: dict[str, Any] | None
+    lifecycle: dict[str, Any]
 
 
 class AckRequest(BaseModel):
@@ -290,7 +291,8 @@ ROUTES = (
           (("target", "query", "string", "scope:<scope> or alert:<alert id>"),), None, True),
     Route("GET", "/api/health", get_health, "Pipeline health: counters, throughput, backlog, dead letters by reason, "
           "model versions", Health),
-    Route("GET", "/api/model", get_model, "The model version in force and its drift against its reference",
+    Route("GET", "/api/model", get_model, "The model that scored last and its drift against its reference; the "
+          "version in force, the shadow version and its agreement, the last promotions and rollbacks",
           ModelResponse),
 )
 

@@ -9,7 +9,7 @@ The manifest's ``decision`` section (applied by :class:`~finpulse.models.classif
   tweets, where two thirds of the labels are neutral, the model calls many clearly polar news headlines
   neutral; a negative bias on ``neutral`` makes it say neutral only when it is confident. The bias
   maximises sentiment macro-F1 on the news-style dev split under a guard: the tweet dev slice's
-  sentiment macro-F1 may fall by at most ``max_tweet_drop``. Both are dev data (never the upstream
+  sentiment macro-F1 and accuracy may each fall by at most ``max_tweet_drop``. Both are dev data (never the upstream
   ``*_valid.csv``).
 """
 
@@ -70,6 +70,10 @@ def _macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
     return float(classification_report(labels.tolist(), preds.tolist(), SENTIMENT_LABELS)["macro_f1"])
 
 
+def _accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    return float((labels == preds).mean())
+
+
 def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_logits: np.ndarray,
                      tweet_labels: np.ndarray, temperature: float = 1.0, max_tweet_drop: float = 0.005,
                      grid: np.ndarray | None = None) -> dict[str, Any]:
@@ -80,7 +84,8 @@ def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_log
     :param tweet_logits: sentiment logits on the tweet dev slice.
     :param tweet_labels: its label ids.
     :param temperature: the sentiment temperature the bias is added after.
-    :param max_tweet_drop: largest allowed fall of the tweet dev slice's macro-F1 (vs no bias).
+    :param max_tweet_drop: largest allowed fall of the tweet dev slice's macro-F1 and of its accuracy
+        (each, vs no bias).
     :param grid: neutral biases tried (default ``-3.0 .. 1.0`` in steps of 0.05).
     :returns: ``{"sentiment_bias": [b_neg, b_pos, b_neu], "news_macro_f1": (before, after),
         "tweet_macro_f1": (before, after)}``; the bias is all zeros when nothing beats it.
@@ -96,10 +101,12 @@ def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_log
 
     news0 = _macro_f1(news_labels, sentiment_labels(news_logits, temperature))
     tweet0 = _macro_f1(tweet_labels, sentiment_labels(tweet_logits, temperature))
+    tweet_acc0 = _accuracy(tweet_labels, sentiment_labels(tweet_logits, temperature))
     best_b, best_news, best_tweet = 0.0, news0, tweet0
     for b in sorted(grid, key=abs):  # ties go to the smallest change
-        tw = _macro_f1(tweet_labels, sentiment_labels(tweet_logits, temperature, bias_of(b)))
-        if tw < tweet0 - max_tweet_drop:
+        tweet_preds = sentiment_labels(tweet_logits, temperature, bias_of(b))
+        tw = _macro_f1(tweet_labels, tweet_preds)
+        if tw < tweet0 - max_tweet_drop or _accuracy(tweet_labels, tweet_preds) < tweet_acc0 - max_tweet_drop:
             continue
         nw = _macro_f1(news_labels, sentiment_labels(news_logits, temperature, bias_of(b)))
         if nw > best_news + 1e-9:

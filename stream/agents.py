@@ -193,6 +193,8 @@ async def classify(stream):
         if shadow is not None:
             await retry_infra(lambda: control.record_agreement(shadow.model_version, clf.model_version, agreement),
                               what="shadow agreement in Redis", give_up_after_s=settings.infra_retry_s)
+            for result, field in (("compared", "n"), ("topic_agrees", "topic"), ("sentiment_agrees", "sentiment")):
+                m.model_shadow.labels(shadow=shadow.model_version, result=result).inc(agreement.get(field, 0))
         m.headlines_classified.inc(len(batch.scored))
         await _ack(stream, events)
         _observe_batch("classify", events, started)

@@ -101,7 +101,7 @@ def test_redis_persists_with_aof_into_its_volume():
 
 def test_finpulse_services_write_only_to_their_cache_volume(tmp_path):
     dockerfile_cache = re.search(r"^ENV FINPULSE_CACHE_DIR=(\S+)", DOCKERFILE, re.M).group(1)
-    assert re.search(rf'^VOLUME \["{re.escape(dockerfile_cache)}"\]', DOCKERFILE, re.M)
+    assert re.search(rf'^VOLUME \["{re.escape(dockerfile_cache)}"[],]', DOCKERFILE, re.M)
     for name in FINPULSE_SERVICES:
         svc, settings = SERVICES[name], settings_of(name)
         cache = str(settings.cache_path())
@@ -114,6 +114,15 @@ def test_finpulse_services_write_only_to_their_cache_volume(tmp_path):
         assert str(settings.model_copy(update={"cache_dir": str(tmp_path)}).cache_path()) == str(tmp_path)
         # the rules file is mounted read-only where FINPULSE_RULES_FILE points
         assert settings.rules_file in volume_targets(name)
+
+
+def test_every_finpulse_service_shares_one_model_directory_volume():
+    targets = set()
+    for name in FINPULSE_SERVICES:
+        models_dir = settings_of(name).models_dir
+        assert models_dir, f"{name}: FINPULSE_MODELS_DIR unset (promoted versions would be lost with the container)"
+        targets.add(volume_targets(name).get(models_dir))
+    assert len(targets) == 1 and targets.pop() in COMPOSE["volumes"]  # a promotion reaches every worker
 
 
 def test_faust_data_folder_is_below_the_cache(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from finpulse.models.data import SPLIT_FILES
-from finpulse.models.evaluate import evaluate, logits_fn
+from finpulse.models.evaluate import decision_of, evaluate, logits_fn
 from finpulse.models.manifest import DEFAULT_MODEL_DIR, load_manifest
 
 MODEL_DIR = Path(os.environ.get("FINPULSE_MODEL_DIR") or DEFAULT_MODEL_DIR)
@@ -21,8 +21,8 @@ TARGETS = {"topic": (0.90, 0.85), "sentiment": (0.88, 0.85)}
 
 @pytest.fixture(scope="module")
 def reports() -> dict:
-    run = logits_fn("int8", MODEL_DIR)
-    return {task: evaluate(SPLIT_FILES[(task, "valid")], task, run) for task in TARGETS}
+    run = logits_fn("int8", MODEL_DIR)  # labels as the runtime decides them (the manifest's decision rule)
+    return {task: evaluate(SPLIT_FILES[(task, "valid")], task, run, decision_of(MODEL_DIR)) for task in TARGETS}
 
 
 @pytest.mark.parametrize("task", list(TARGETS))

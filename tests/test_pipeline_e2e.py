@@ -192,10 +192,18 @@ def test_two_workers_share_partitions_and_totals_are_exact(stack, ns_settings, t
         scored = consume(s.kafka_bootstrap, s.topic(s.topic_scored), min_count=300, timeout=180)
         assert {m["id"] for m in scored} == {m["id"] for m in msgs}
         expected = expected_counts(scored)
-        wait_for(lambda: redis_metric(s.redis_url, s.namespace, "counted")
-                 + redis_metric(s.redis_url, s.namespace, "duplicates") >= 300, 60, what="aggregation")
-        got = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
-        assert got == expected
+        # wait on the windows themselves: counted + duplicates can reach 300 while a redelivered batch
+        # (a rebalance between the two workers) is still being recorded (docs/operations.md)
+        last: dict = {}
+
+        def windows_exact() -> bool:
+            last["got"] = asyncio.run(scope_counts(s.redis_url, s.namespace, list(expected)))
+            return last["got"] == expected
+
+        try:
+            wait_for(windows_exact, 90, interval=1.0, what="aggregation")
+        except AssertionError:
+            assert last["got"] == expected  # the difference, shown by pytest
         # while both run, each owns a disjoint, non-empty share of news.raw's partitions (read from
         # Faust's assignment log now: stopping one worker hands all partitions to the other)
         owned = [assigned_partitions(w.log(), s.topic(s.topic_raw)) for w in (w1, w2)]

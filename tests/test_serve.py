@@ -156,6 +156,7 @@ def test_api_shows_the_burst(live):
     assert health["model_versions"] and health["namespace"] == live["settings"].namespace
     model = get_json(url + "/api/model")
     assert model["version"] == health["model_versions"][0]["version"]
+    assert model["lifecycle"]["in_force"] == model["version"] and model["lifecycle"]["shadow"] is None
     assert model["report"]["n_current"] >= 60 and not model["report"]["judged"]  # too few for a verdict
 
 

@@ -154,7 +154,12 @@ async function loadHealth() {
 
 async function loadModel() {
   const m = await api("/api/model");
-  $("#model-version").textContent = `model ${m.version || "–"}`;
+  const lc = m.lifecycle;
+  const agree = lc.shadow_agreement && lc.shadow_agreement.n
+    ? `; shadow ${lc.shadow}: ${(100 * lc.shadow_agreement.sentiment_agreement).toFixed(1)} % sentiment / ` +
+      `${(100 * lc.shadow_agreement.topic_agreement).toFixed(1)} % topic agreement on ${lc.shadow_agreement.n} headlines`
+    : (lc.shadow ? `; shadow ${lc.shadow}: nothing compared yet` : "");
+  $("#model-version").textContent = `model ${m.version || "–"} (in force: ${lc.in_force}${agree})`;
   if (!m.report) { $("#model").textContent = "no predictions yet"; return; }
   const ref = m.report.reference;
   $("#model").textContent = `version ${m.version}; reference: ${ref.frozen ? ref.n + " headlines" : "being collected (" + ref.n + ")"}; ` +
