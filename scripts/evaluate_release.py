@@ -1,7 +1,8 @@
 """Evaluate a freshly exported model and record the figures in its manifest and docs/model-eval.json.
 
 Runs every variant (int8 shipped, fp32 ONNX export, fp16 rebuilt from int8, PyTorch checkpoint)
-over both upstream validation splits, and measures ONNX fp32 vs PyTorch logit parity and int8 vs
+over both upstream validation splits (the ONNX variants with the manifest's decision rule, as the
+runtime; the checkpoint by arg-max), and measures ONNX fp32 vs PyTorch logit parity and int8 vs
 fp32 agreement on all validation headlines. Needs the train extra and build/onnx from the export.
 
 Usage: python scripts/evaluate_release.py [--checkpoint models/artifacts/checkpoint]
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.models.data import SPLIT_FILES, load_split  # noqa: E402
-from finpulse.models.evaluate import evaluate, logits_fn  # noqa: E402
+from finpulse.models.evaluate import decision_of, evaluate, logits_fn  # noqa: E402
 from finpulse.models.export import ARTIFACT_DIR, BUILD_DIR, update_metrics  # noqa: E402
 
 
@@ -31,12 +32,13 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"variants": {}}
     fns = {}
+    decision = decision_of(ARTIFACT_DIR)  # the ONNX variants decide labels as the runtime does
     for variant in ("int8", "fp32", "fp16", "torch"):
         fns[variant] = logits_fn(variant, checkpoint=args.checkpoint, fp32_path=BUILD_DIR / "model.fp32.onnx")
         out["variants"][variant] = {}
         for task in ("topic", "sentiment"):
             t0 = time.time()
-            rep = evaluate(SPLIT_FILES[(task, "valid")], task, fns[variant])
+            rep = evaluate(SPLIT_FILES[(task, "valid")], task, fns[variant], None if variant == "torch" else decision)
             out["variants"][variant][task] = {"accuracy": round(rep["accuracy"], 4),
                                               "macro_f1": round(rep["macro_f1"], 4), "n": rep["n"],
                                               "seconds": round(time.time() - t0, 1)}

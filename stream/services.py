@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +29,9 @@ from .monitoring import ModelMonitor
 
 log = logging.getLogger(__name__)
 
+MODEL_RETRY_S = 30
+"""Seconds between attempts to load a model version that failed to load."""
+
 
 class Services:
     """Lazily built per-process resources.
@@ -42,7 +46,7 @@ class Services:
         self._models: dict[str, Classifier] = {}
         self._current: str | None = None
         self._previous: str | None = None
-        self._load_failed: set[str] = set()
+        self._load_failed: dict[str, float] = {}  # version -> when loading it last failed (monotonic)
         self._control: ModelControl | None = None
         self._redis = None
         self._store = None
@@ -104,17 +108,24 @@ class Services:
         return clf, shadow_clf
 
     async def _try_load(self, version: str, role: str) -> bool:
+        """Load ``version`` unless loaded; a failure is logged once and retried at most every
+        :data:`MODEL_RETRY_S` (the version may be copied into the model directory later)."""
         if version in self._models:
             return True
+        failed_at = self._load_failed.get(version)
+        if failed_at is not None and time.monotonic() - failed_at < MODEL_RETRY_S:
+            return False
         try:
             await self._load(version)
         except Exception as exc:  # noqa: BLE001 - any load failure keeps the current model scoring
-            if version not in self._load_failed:
-                self._load_failed.add(version)
-                log.error("cannot load model version %s (%s): %s; still scoring with %s", version, role, exc,
-                          self._current)
+            if failed_at is None:
+                log.error("cannot load model version %s (%s): %s; still scoring with %s (retrying every %d s)",
+                          version, role, exc, self._current, MODEL_RETRY_S)
+            self._load_failed[version] = time.monotonic()
             return False
-        self._load_failed.discard(version)
+        if failed_at is not None:
+            log.warning("model version %s loaded after earlier failures", version)
+            del self._load_failed[version]
         return True
 
     async def _load(self, version: str) -> None:

@@ -20,7 +20,7 @@ from .support import ROOT, Worker, consume, create_topics, produce, wait_for, wo
 pytestmark = pytest.mark.integration
 
 START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
-TEXTS = [e.text for e in load_split("sentiment", "valid")][:80]
+TEXTS = [e.text for e in load_split("sentiment", "valid")][:100]
 BASE = Classifier(device="cpu", verify=False).model_version
 
 
@@ -81,6 +81,24 @@ def test_workers_switch_at_the_next_batch_and_roll_back(stack, namespace, tmp_pa
         listing = json.loads(cli(env, "list", "--json"))
         assert listing["in_force"] == BASE
         assert [e["action"] for e in listing["events"]] == ["rollback", "promote"]
+
+        # a version this worker cannot load (promoted from a host that has it): logged, scoring goes on
+        import asyncio
+
+        from finpulse.core.connections import async_redis
+        from finpulse.models.lifecycle import ModelControl
+
+        async def promote_ghost() -> None:
+            client = async_redis(stack.redis_url)
+            await ModelControl(client, namespace, BASE).promote("ghost-version")
+            await client.aclose()
+
+        asyncio.run(promote_ghost())
+        produce(stack.kafka_bootstrap, raw_topic, raw(4))
+        versions = scored_versions(100)
+        assert {versions[f"ro-4-{i}"] for i in range(20)} == {BASE}
+        assert worker.log().count("cannot load model version ghost-version") == 1
+        assert worker.proc.poll() is None
     finally:
         worker.stop()
 
