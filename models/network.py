@@ -61,7 +61,10 @@ def save_checkpoint(model: MultiTaskClassifier, out_dir: str | Path, extra: dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "weights.pt")
+    # a model trained with fake-quantised weights (models/qat.py) keeps its latent weights under
+    # "<module>.parametrizations.weight.original": saved under the plain names
+    state = {k.replace(".parametrizations.weight.original", ".weight"): v for k, v in model.state_dict().items()}
+    torch.save(state, out / "weights.pt")
     model.encoder.config.to_json_file(str(out / "config.json"))
     (out / "recipe.json").write_text(json.dumps(extra, indent=2))
 

@@ -72,6 +72,9 @@ class TrainConfig:
         on every training text become soft targets for *both* heads, so the ~17k topic headlines
         also teach sentiment and the sentiment headlines teach topic (the teacher must have been
         trained with the same dev slice, else it would have seen the slice that judges this run).
+        With news-style headlines in the training data (``news_repeat``), the soft targets apply to
+        the tweets only (a tweet rewritten in headline style keeps its tweet's targets), so the
+        teacher holds the tweet behaviour while the news labels teach the rest.
     :param distill_weight: weight of the distillation loss (added to the labelled cross-entropy).
     :param distill_temperature: softmax temperature of the distillation loss.
     :param base_encoder: encoder directory to start from instead of the shipped all-MiniLM-L6-v2,
@@ -88,6 +91,9 @@ class TrainConfig:
         (:func:`~finpulse.models.headline_style.to_headline_style`), drawn afresh each epoch.
     :param news_select: select the epoch on the mean of the tweet dev slice's score and the score
         on the news-style ``dev`` split (both macro-F1 means), instead of the tweet slice alone.
+    :param fake_quant: train through the export's int8 weight rounding
+        (:func:`finpulse.models.qat.fake_quantize_linear_weights`); needed when continuing from a
+        checkpoint rebuilt from an int8 model, whose weights all start on the int8 grid.
     """
 
     out_dir: str = "models/artifacts/checkpoint"
@@ -119,6 +125,7 @@ class TrainConfig:
     news_repeat: int = 0
     headline_style: float = 0.0
     news_select: bool = False
+    fake_quant: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -407,6 +414,10 @@ def train(cfg: TrainConfig) -> dict:
         model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
     if cfg.freeze_word_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.fake_quant:
+        from .qat import fake_quantize_linear_weights
+
+        log.info("fake int8 weights on %d linear layers", fake_quantize_linear_weights(model))
     groups = _param_groups(model, cfg)
     optim = torch.optim.AdamW(groups, lr=cfg.lr)
     ema = None
@@ -485,12 +496,14 @@ def train(cfg: TrainConfig) -> dict:
                 loss = loss + loss_fn(t_logits, ty)
             if (sy != IGNORE).any():
                 loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
-            if soft_t is not None and soft_s is not None:  # the teacher sets both or neither
+            rows = is_tweet[batch]  # the teacher learnt from tweets: its targets apply to the tweets only
+            if soft_t is not None and soft_s is not None and rows.any():  # the teacher sets both or neither
                 copies = 2 if cfg.rdrop_weight else 1
-                kd_t = distillation_loss(t_logits, torch.from_numpy(soft_t[batch]).to(device).repeat(copies, 1),
-                                         cfg.distill_temperature)
-                kd_s = distillation_loss(s_logits, torch.from_numpy(soft_s[batch]).to(device).repeat(copies, 1),
-                                         cfg.distill_temperature)
+                sel = torch.from_numpy(np.tile(rows, copies)).to(device)
+                kd_t = distillation_loss(t_logits[sel], torch.from_numpy(soft_t[batch][rows]).to(device)
+                                         .repeat(copies, 1), cfg.distill_temperature)
+                kd_s = distillation_loss(s_logits[sel], torch.from_numpy(soft_s[batch][rows]).to(device)
+                                         .repeat(copies, 1), cfg.distill_temperature)
                 loss = loss + cfg.distill_weight * (kd_t + cfg.sentiment_weight * kd_s)
             if cfg.rdrop_weight:
                 loss = loss + cfg.rdrop_weight * rdrop

@@ -129,3 +129,39 @@ def test_a_checkpoint_rebuilt_from_the_int8_model_scores_like_it(tmp_path):
                              batch_size=16, init_from=str(tmp_path / "ckpt"), lr=1e-6))
     # continued training from it starts where the shipped model is: the tiny dev slice is nearly all right
     assert cont["history"][0]["dev"]["topic"]["accuracy"] > 0.8
+
+
+def test_fake_quantised_weights_round_like_the_export_and_train_the_latent_weights(tmp_path):
+    from torch import nn
+
+    from finpulse.models.network import load_checkpoint
+    from finpulse.models.qat import Int8PerChannel, fake_quantize_linear_weights
+
+    w = torch.randn(4, 8, requires_grad=True)
+    q = Int8PerChannel()(w)
+    scale = w.detach().abs().amax(1, keepdim=True) / 127
+    assert torch.allclose(q / scale, torch.round(q / scale), atol=1e-4)  # on the int8 grid, per row
+    assert (q - w).abs().max() <= scale.max() / 2 + 1e-7
+    q.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # straight through: the latent weight learns
+
+    # a weight update below half a step leaves the exported (rounded) weight where it was
+    lin = nn.Linear(8, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randint(-60, 60, (4, 8)) / 127)  # on the grid, as a rebuilt checkpoint
+        lin.weight[:, 0] = 1.0  # the row maxima: the per-row scale is 1/127
+    fake_quantize_linear_weights(lin)
+    before = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.parametrizations.weight.original[:, 1:].add_(1e-4)  # < half a step (0.0039)
+    assert torch.equal(lin.weight, before)
+    with torch.no_grad():
+        lin.parametrizations.weight.original[:, 1:].add_(0.004)  # past half a step: moves one step
+    assert torch.allclose(lin.weight[:, 1:] - before[:, 1:], torch.full((4, 7), 1 / 127), atol=1e-6)
+
+    tr = _tiny(tmp_path / "q", fake_quant=True)
+    recipe = json.loads((tmp_path / "q" / "recipe.json").read_text())
+    assert recipe["fake_quant"] is True and tr["best_epoch"] == 1
+    state = torch.load(tmp_path / "q" / "weights.pt", weights_only=True)
+    assert not any("parametrizations" in k for k in state)  # saved under the plain names
+    load_checkpoint(tmp_path / "q")  # loads into the plain network
