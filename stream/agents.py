@@ -176,6 +176,7 @@ async def classify(stream):
                     log.exception("shadow model %s failed on a batch; not compared", shadow.model_version)
             return results
         return classify
+
     async def finish(events, scoring: asyncio.Future, previous: asyncio.Task | None, started: float,
                      clf: Classifier, shadow: Classifier | None, agreement: dict[str, int]) -> None:
         batch = await scoring
