@@ -104,15 +104,18 @@ class ModelRegistry:
     def add(self, src: str | Path) -> ModelVersion:
         """Copy the exported model in ``src`` into the model directory as ``<models dir>/<version>``.
 
+        The base model's own version may be added (keep it for a rollback before an upgrade changes
+        the base); it is listed once, as the base, while it is the base.
+
         :raises ManifestError: ``src`` is not a complete, intact model.
         :raises ModelVersionError: that version exists already (versions are immutable).
         """
         m = load_manifest(src)
         version = str(m["version"])
-        if any(v.version == version for v in self.versions()):
-            raise ModelVersionError(f"model version {version!r} exists already; versions are immutable, "
-                                    "export under a new version")
         dst = self.models_dir / version
+        if dst.exists():
+            raise ModelVersionError(f"model version {version!r} exists already in {self.models_dir}; versions "
+                                    "are immutable, export under a new version")
         tmp = self.models_dir / f".{version}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -35,6 +35,9 @@ def test_registry_lists_the_base_and_the_directory_and_refuses_corrupt_or_existi
     with pytest.raises(ManifestError, match="sha256 mismatch"):
         reg.get("v-b")
     assert reg.get(BASE).base  # the shipped model is always there, read from the package
+    kept = reg.add(reg.base().path)  # keep the base for a rollback after an upgrade changes it
+    assert kept.base and [v.version for v in reg.versions()].count(BASE) == 1
+    assert (tmp_path / "models" / BASE / "manifest.json").is_file()
 
 
 async def test_promote_rollback_and_events(redis_client):
