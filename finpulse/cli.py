@@ -209,6 +209,24 @@ def soup(checkpoints, out_dir, threads) -> None:
 
 
 @main.command()
+@click.argument("start", type=click.Path(exists=True, file_okay=False))
+@click.argument("tuned", type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", required=True, help="checkpoint directory for the chosen interpolation")
+@click.option("--max-tweet-drop", default=0.005, show_default=True,
+              help="how far the tweet dev slice's accuracy and macro-F1 may fall from START's")
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
+def interpolate(start, tuned, out_dir, max_tweet_drop, threads) -> None:
+    """Weight-space interpolation START -> TUNED (WiSE-FT), chosen on dev data with int8 weights."""
+    from finpulse.models.soup import interpolate as run_interpolate
+
+    res = run_interpolate(start, tuned, out_dir, max_tweet_drop=max_tweet_drop, threads=threads)
+    click.echo(json.dumps({"alpha": res["alpha"], "candidates": [
+        {"alpha": c["alpha"], "ok": c["ok"], "news_score": round(c["news_score"], 4),
+         "tweet_sentiment": c["tweet_dev"]["sentiment"], "tweet_topic": c["tweet_dev"]["topic"]}
+        for c in res["candidates"]]}, indent=1))
+
+
+@main.command()
 @click.option("--checkpoint", default="models/artifacts/checkpoint", show_default=True)
 @click.option("--out-dir", default=None, help="artifact directory (default: models/artifacts)")
 @click.option("--version", "version", required=True, help="model version, e.g. minilm-mt-2026.11.22")

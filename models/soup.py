@@ -142,3 +142,71 @@ def greedy_soup(checkpoints: Sequence[str | Path], out_dir: str | Path, *, threa
                    "dev_examples": first.get("dev_examples"), "soup": summary})
     save_checkpoint(model, out_dir, recipe)
     return summary
+
+
+def interpolate(start: str | Path, tuned: str | Path, out_dir: str | Path, *,
+                alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0),
+                max_tweet_drop: float = 0.005, threads: int = 0) -> dict[str, Any]:
+    """Weight-space interpolation between a model and its fine-tuned successor (WiSE-FT).
+
+    ``(1 - alpha) * start + alpha * tuned``, element-wise (Wortsman et al., 2022, "Robust fine-tuning
+    of zero-shot models"): the fine-tune teaches something new (here: news headlines) and costs some
+    of what ``start`` did well (tweets); points between the two often keep most of both. Every
+    ``alpha`` is judged **with int8 weights** (:mod:`finpulse.models.qat`, what ships) on dev data
+    only: the tweet dev slice held out of the training splits and the news-style ``dev`` split. The
+    chosen ``alpha`` is the one with the best news dev score (mean macro-F1 of the heads) whose tweet
+    dev slice sentiment and topic accuracy and macro-F1 each stay within ``max_tweet_drop`` of
+    ``start``'s; ``start`` itself (``alpha`` 0) if none does.
+
+    :param start: checkpoint before the fine-tune (e.g. one rebuilt by ``finpulse model checkpoint``).
+    :param tuned: the fine-tuned checkpoint (same architecture and dev slice).
+    :param out_dir: where the chosen interpolation is written as a checkpoint.
+    :param alphas: the interpolation weights tried.
+    :param max_tweet_drop: the guard on the tweet dev slice.
+    :param threads: torch CPU threads (0 = default).
+    :returns: ``{"alpha", "candidates": [{"alpha", "tweet_dev", "news_dev", "news_score", "ok"}]}``.
+    """
+    import torch
+
+    from .data import load_news
+    from .network import load_checkpoint, save_checkpoint
+    from .qat import fake_quantize_linear_weights
+    from .tokenize import load_tokenizer
+    from .train import dev_report, dev_score, train_dev_split
+
+    if threads:
+        torch.set_num_threads(threads)
+    recipes = {str(start): read_recipe(start), str(tuned): read_recipe(tuned)}
+    check_compatible(recipes)
+    r = recipes[str(tuned)]
+    _train, tweet_dev = train_dev_split(r["dev_fraction"], r["seed"], r["limit"])
+    news_dev = load_news("dev")
+    from .network import base_encoder_dir
+
+    tok = load_tokenizer(base_encoder_dir() / "tokenizer.json", 128)
+    a_state = load_checkpoint(start).state_dict()
+    b_state = load_checkpoint(tuned).state_dict()
+    candidates: list[dict[str, Any]] = []
+    base_tweet: dict | None = None
+    for alpha in alphas:
+        model = load_checkpoint(tuned)
+        model.load_state_dict({k: (1 - alpha) * a_state[k] + alpha * b_state[k]
+                               if a_state[k].is_floating_point() else b_state[k] for k in b_state})
+        fake_quantize_linear_weights(model)
+        tweet, news = dev_report(model, tok, tweet_dev), dev_report(model, tok, news_dev)
+        if base_tweet is None:
+            base_tweet = tweet
+        ok = all(tweet[t][m] >= base_tweet[t][m] - max_tweet_drop
+                 for t in ("topic", "sentiment") for m in ("accuracy", "macro_f1"))
+        candidates.append({"alpha": alpha, "tweet_dev": tweet, "news_dev": news, "news_score": dev_score(news),
+                           "ok": ok})
+        log.info("alpha %.3f: tweet %s news %s ok=%s", alpha, tweet, news, ok)
+    best = max((c for c in candidates if c["ok"]), key=lambda c: c["news_score"])
+    alpha = best["alpha"]
+    model = load_checkpoint(tuned)
+    model.load_state_dict({k: (1 - alpha) * a_state[k] + alpha * b_state[k]
+                           if a_state[k].is_floating_point() else b_state[k] for k in b_state})
+    save_checkpoint(model, out_dir, {**r, "interpolation": {"start": str(start), "tuned": str(tuned),
+                                                            "alpha": alpha, "max_tweet_drop": max_tweet_drop},
+                                     "dev": best["tweet_dev"], "news_dev": best["news_dev"]})
+    return {"alpha": alpha, "candidates": candidates}

@@ -87,3 +87,39 @@ def freeze_activation_scales(src: str | Path, dst: str | Path, ranges: dict[str,
     out = Path(dst)
     onnx.save(model, str(out))
     return out
+
+
+def thaw_activation_scales(src: str | Path, dst: str | Path) -> Path:
+    """The inverse of :func:`freeze_activation_scales`: each frozen ``QuantizeLinear`` becomes the
+    ``DynamicQuantizeLinear`` it replaced again (to measure what the static scales change).
+
+    :param src: a model written by :func:`freeze_activation_scales`.
+    :param dst: where to write the dynamically quantised model.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    idents = {n.name: n for n in model.graph.node if n.op_type == "Identity" and STATIC_SUFFIX in n.name}
+    nodes: list[Any] = []
+    consts: set[str] = set()
+    for n in model.graph.node:
+        if n.name in idents:
+            continue
+        if n.op_type == "QuantizeLinear" and n.name.endswith(STATIC_SUFFIX):
+            scale, zp = idents[f"{n.name}_scale"], idents[f"{n.name}_zp"]
+            consts.update({scale.input[0], zp.input[0]})
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [n.input[0]],
+                                          [n.output[0], scale.output[0], zp.output[0]],
+                                          name=n.name[: -len(STATIC_SUFFIX)]))
+        else:
+            nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    keep = [i for i in model.graph.initializer if i.name not in consts]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    out = Path(dst)
+    onnx.save(model, str(out))
+    return out

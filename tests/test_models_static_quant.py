@@ -1,24 +1,33 @@
-"""Static activation scales make the int8 model's labels independent of the batch (models/static_quant.py)."""
+"""Static activation scales make the int8 model's labels independent of the batch (models/static_quant.py).
+
+The shipped model has them (since minilm-mt-2026.11.29). These tests thaw them back into the dynamic
+quantisers they replaced, show that the dynamic model's labels move with the batch, and that freezing
+scales calibrated on training headlines makes them stable again.
+"""
 
 from __future__ import annotations
 
 import random
 
+import onnx
 import pytest
 
 from finpulse.models import Classifier
 from finpulse.models.data import load_split
 from finpulse.models.normalize import normalize_text
-from finpulse.models.static_quant import activation_ranges, freeze_activation_scales
+from finpulse.models.static_quant import activation_ranges, freeze_activation_scales, thaw_activation_scales
 
 
 @pytest.fixture(scope="module")
-def static_model(tmp_path_factory):
+def models(tmp_path_factory):
     clf = Classifier(device="cpu")
-    src = clf.manifest["_dir"] + "/" + clf.manifest["files"]["cpu"]["path"]
+    shipped = clf.manifest["_dir"] + "/" + clf.manifest["files"]["cpu"]["path"]
+    d = tmp_path_factory.mktemp("sq")
+    dynamic = thaw_activation_scales(shipped, d / "model.dynamic.onnx")
     calib = [e.text for e in load_split("sentiment", "train")][:300]  # never the validation splits
-    ranges = activation_ranges(src, (e.ids for e in clf.tokenizer.encode_batch([normalize_text(t) for t in calib])))
-    return freeze_activation_scales(src, tmp_path_factory.mktemp("sq") / "model.static.onnx", ranges)
+    ranges = activation_ranges(dynamic, (e.ids for e in clf.tokenizer.encode_batch([normalize_text(t) for t in calib])))
+    return {"shipped": shipped, "dynamic": dynamic,
+            "static": freeze_activation_scales(dynamic, d / "model.static.onnx", ranges)}
 
 
 def relabel(clf: Classifier, texts: list[str], batch: int, seed: int) -> list[tuple[str, str]]:
@@ -32,14 +41,21 @@ def relabel(clf: Classifier, texts: list[str], batch: int, seed: int) -> list[tu
     return [out[i] for i in range(len(texts))]
 
 
-def test_labels_do_not_depend_on_the_batch_with_static_scales(static_model):
+def test_the_shipped_model_has_static_scales_and_thawing_restores_the_dynamic_quantisers(models):
+    ops = [n.op_type for n in onnx.load(str(models["shipped"])).graph.node]
+    assert "DynamicQuantizeLinear" not in ops and "QuantizeLinear" in ops
+    thawed = [n.op_type for n in onnx.load(str(models["dynamic"])).graph.node]
+    assert thawed.count("DynamicQuantizeLinear") == ops.count("QuantizeLinear") and "QuantizeLinear" not in thawed
+
+
+def test_labels_do_not_depend_on_the_batch_with_static_scales(models):
     texts = [e.text for e in load_split("topic", "valid")][:600]
-    static = Classifier(device="cpu", batch_size=32, onnx_path=static_model)
+    static = Classifier(device="cpu", batch_size=32, onnx_path=models["static"])
     reference = relabel(static, texts, 1, 0)  # each headline alone
     for batch, seed in ((32, 1), (17, 2), (64, 3)):
         assert relabel(static, texts, batch, seed) == reference
-    # the dynamically quantised model it was made from does change labels with the batch
-    dynamic = Classifier(device="cpu", batch_size=32)
+    # the dynamically quantised model does change labels with the batch
+    dynamic = Classifier(device="cpu", batch_size=32, onnx_path=models["dynamic"])
     alone = relabel(dynamic, texts, 1, 0)
     assert any(relabel(dynamic, texts, b, s) != alone for b, s in ((32, 1), (17, 2), (64, 3)))
     # and the static model agrees with it on almost every headline

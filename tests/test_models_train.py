@@ -165,3 +165,18 @@ def test_fake_quantised_weights_round_like_the_export_and_train_the_latent_weigh
     state = torch.load(tmp_path / "q" / "weights.pt", weights_only=True)
     assert not any("parametrizations" in k for k in state)  # saved under the plain names
     load_checkpoint(tmp_path / "q")  # loads into the plain network
+
+
+def test_interpolation_is_chosen_on_dev_data_with_the_tweet_guard(tmp_path):
+    from finpulse.models.network import read_recipe
+    from finpulse.models.soup import interpolate
+
+    _tiny(tmp_path / "a")
+    _tiny(tmp_path / "b", lr=5e-4, news_repeat=1)  # a very different fine-tune of the same slice
+    res = interpolate(tmp_path / "a", tmp_path / "b", tmp_path / "mix", alphas=(0.0, 1.0), max_tweet_drop=0.0)
+    start = res["candidates"][0]
+    assert start["alpha"] == 0.0 and start["ok"]  # the start is always allowed: it is the reference
+    chosen = next(c for c in res["candidates"] if c["alpha"] == res["alpha"])
+    assert chosen["ok"] and chosen["news_score"] == max(c["news_score"] for c in res["candidates"] if c["ok"])
+    recipe = read_recipe(tmp_path / "mix")
+    assert recipe["interpolation"]["alpha"] == res["alpha"] and recipe["news_dev"] == chosen["news_dev"]
