@@ -81,12 +81,7 @@ def freeze_activation_scales(src: str | Path, dst: str | Path, ranges: dict[str,
                                       name=f"{n.name}{STATIC_SUFFIX}"))
         nodes.append(helper.make_node("Identity", [s_name], [n.output[1]], name=f"{n.name}{STATIC_SUFFIX}_scale"))
         nodes.append(helper.make_node("Identity", [z_name], [n.output[2]], name=f"{n.name}{STATIC_SUFFIX}_zp"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    out = Path(dst)
-    onnx.save(model, str(out))
-    return out
+    return _save(model, nodes, None, dst)
 
 
 def thaw_activation_scales(src: str | Path, dst: str | Path) -> Path:
@@ -114,11 +109,19 @@ def thaw_activation_scales(src: str | Path, dst: str | Path) -> Path:
                                           name=n.name[: -len(STATIC_SUFFIX)]))
         else:
             nodes.append(n)
+    return _save(model, nodes, consts, dst)
+
+
+def _save(model: Any, nodes: list[Any], drop_initializers: set[str] | None, dst: str | Path) -> Path:
+    """Replace ``model``'s nodes (and drop the named initializers), check it and write it to ``dst``."""
+    import onnx
+
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    keep = [i for i in model.graph.initializer if i.name not in consts]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    if drop_initializers:
+        keep = [i for i in model.graph.initializer if i.name not in drop_initializers]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
     onnx.checker.check_model(model)
     out = Path(dst)
     onnx.save(model, str(out))
