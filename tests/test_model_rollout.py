@@ -68,6 +68,8 @@ def test_workers_switch_at_the_next_batch_and_roll_back(stack, namespace, tmp_pa
         cli(env, "shadow", "--off")
 
         assert "promoted rollout-b" in cli(env, "promote", "rollout-b", "--reason", "test")
+        listing_text = cli(env, "list")
+        assert "* rollout-b" in listing_text and f"  {BASE}" in listing_text
         produce(stack.kafka_bootstrap, raw_topic, raw(2))
         versions = scored_versions(60)
         assert {versions[f"ro-2-{i}"] for i in range(20)} == {"rollout-b"}
