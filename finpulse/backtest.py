@@ -593,6 +593,11 @@ async def _flush(settings: Settings, config: Any, model_version: str | None) -> 
         store = WindowStore.from_settings(r, settings)
         det = Detector.from_config(store, config, model_version=model_version)
         records = await det.flush()
+        # the worker is stopped: records it created but had not acknowledged are still leased to it
+        # (an emission lease, alerts/detector.py) and flush() leaves them; nobody else will produce
+        # them, so they are taken over here instead of being lost from the report
+        seen = {rec["event_id"] for rec in records}
+        records += [rec for rec in await det.pending() if rec["event_id"] not in seen]
         await AlertHistory(r, settings.namespace).add(records)  # a kept namespace shows them in `finpulse serve`
         await det.mark_emitted(records)
         return records, await store.oldest_event(), await store.watermark(), await det.open_alerts()
