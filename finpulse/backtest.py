@@ -226,7 +226,7 @@ def _pin_model(settings: Settings, version: str | None) -> str:
             async def in_force() -> str:
                 client = async_redis(settings.redis_url)
                 try:
-                    return await ModelControl(client, LIVE_NAMESPACE, registry.base().version).in_force()
+                    return await ModelControl(client, LIVE_NAMESPACE, registry.base_version()).in_force()
                 finally:
                     await client.aclose()
 

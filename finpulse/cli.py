@@ -633,7 +633,7 @@ def model_promote(version: str, namespace: str | None, reason: str) -> None:
         reg.get(version)  # exists here and its files match the manifest
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
-    ev = _model_run(settings, reg.base().version,
+    ev = _model_run(settings, reg.base_version(),
                     lambda ctl: ctl.promote(version, by=_operator(), reason=reason))
     click.echo(f"promoted {ev['to']} (was {ev['from']}); workers switch at their next batch")
 
@@ -644,7 +644,7 @@ def model_promote(version: str, namespace: str | None, reason: str) -> None:
 def model_rollback(namespace: str | None, reason: str) -> None:
     """Put the previously promoted version (or the base model) back in force."""
     settings, reg = _model_ctx(namespace)
-    ev = _model_run(settings, reg.base().version, lambda ctl: ctl.rollback(by=_operator(), reason=reason))
+    ev = _model_run(settings, reg.base_version(), lambda ctl: ctl.rollback(by=_operator(), reason=reason))
     click.echo(f"rolled back {ev['from']} -> {ev['to']}; workers switch at their next batch")
 
 
@@ -664,7 +664,7 @@ def model_shadow(version: str | None, namespace: str | None, off: bool) -> None:
             reg.get(version)
         except ModelError as exc:
             raise click.ClickException(str(exc)) from None
-    _model_run(settings, reg.base().version, lambda ctl: ctl.set_shadow(version))
+    _model_run(settings, reg.base_version(), lambda ctl: ctl.set_shadow(version))
     click.echo(f"shadow: {version}" if version else "shadow scoring off")
 
 
@@ -683,7 +683,7 @@ def model_shadow_report(namespace: str | None, shadow_version: str | None, activ
             raise click.ClickException("no shadow version set; give --shadow")
         return await ctl.agreement(sv, av)
 
-    click.echo(json.dumps(_model_run(settings, reg.base().version, report), indent=2))
+    click.echo(json.dumps(_model_run(settings, reg.base_version(), report), indent=2))
 
 
 @model.command("checkpoint")

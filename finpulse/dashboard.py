@@ -206,7 +206,7 @@ async def model(view: View) -> dict[str, Any]:
     from finpulse.models.registry import ModelRegistry
 
     control = ModelControl(view.redis, view.settings.namespace,
-                           ModelRegistry.from_settings(view.settings).base().version)
+                           ModelRegistry.from_settings(view.settings).base_version())
     in_force, shadow = await control.state()
     lifecycle = {"in_force": in_force, "shadow": shadow,
                  "shadow_agreement": await control.agreement(shadow, in_force) if shadow else None,

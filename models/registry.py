@@ -74,6 +74,11 @@ class ModelRegistry:
         m = load_manifest(self.base_dir)
         return ModelVersion(str(m["version"]), Path(m["_dir"]), True, m)
 
+    def base_version(self) -> str:
+        """The base model's version, read from its manifest without hashing its files (what the
+        shared setting falls back to; loading the model itself still checks every sha256)."""
+        return str(load_manifest(self.base_dir, verify=False)["version"])
+
     def versions(self) -> list[ModelVersion]:
         """The base model first, then the model directory's versions by name (unreadable folders skipped)."""
         base = load_manifest(self.base_dir, verify=False)

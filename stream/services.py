@@ -78,8 +78,8 @@ class Services:
     async def control(self) -> ModelControl:
         """The shared model-version setting of this namespace."""
         if self._control is None:
-            base = await asyncio.get_running_loop().run_in_executor(self.executor, self.registry.base)
-            self._control = ModelControl(await self.redis(), self.settings.namespace, base.version)
+            base = await asyncio.get_running_loop().run_in_executor(self.executor, self.registry.base_version)
+            self._control = ModelControl(await self.redis(), self.settings.namespace, base)
         return self._control
 
     async def scoring_models(self) -> tuple[Classifier, Classifier | None]:
@@ -130,8 +130,8 @@ class Services:
 
     async def _load(self, version: str) -> None:
         def build() -> Classifier:
-            path = self.registry.get(version).path
-            return Classifier(path, device=self.settings.device, batch_size=self.settings.batch_max,
+            path = self.registry.get(version).path  # checks every file's sha256 once
+            return Classifier(path, verify=False, device=self.settings.device, batch_size=self.settings.batch_max,
                               threads=self.settings.infer_threads_resolved(), spinning=self.settings.infer_spinning)
 
         self._models[version] = await asyncio.get_running_loop().run_in_executor(self.executor, build)
