@@ -314,3 +314,31 @@ async def test_detector_matches_deciding_every_boundary(redis_client):
         assert sorted(observed) == sorted(expected), seed
         fired += len(expected)
     assert fired >= 8, fired  # the bursts do fire (and resolve) alerts
+
+
+async def test_backtest_flush_takes_over_records_leased_to_the_stopped_worker(redis_url, namespace):
+    """A backtest stops its worker once every row is counted; records that worker created but had not
+    acknowledged are still under its emission lease. The final flush produces them anyway (nobody else
+    will), so the report does not lose them; afterwards nothing is pending."""
+    from finpulse.alerts.config import AlertsConfig
+    from finpulse.backtest import _flush
+    from finpulse.core.connections import async_redis
+    from finpulse.core.settings import Settings
+
+    settings = Settings(redis_url=redis_url, namespace=namespace)
+    config = AlertsConfig(rules=RULES)
+    r = async_redis(redis_url)
+    try:
+        store = WindowStore.from_settings(r, settings)
+        worker = Detector.from_config(store, config, emit_lease_s=3600)  # the stopped worker's lease holds
+        await store.record(history())
+        leased = await worker.evaluate()
+        assert leased, "the history must produce alerts for this test to mean anything"
+        outsider = Detector.from_config(WindowStore.from_settings(r, settings), config)
+        assert await outsider.evaluate() == []  # leased to the worker: a live peer leaves them alone
+        records, *_ = await _flush(settings, config, None)
+        got = {rec["event_id"] for rec in records}
+        assert {rec["event_id"] for rec in leased} <= got
+        assert await worker.pending() == []
+    finally:
+        await r.aclose()
