@@ -214,12 +214,26 @@ def soup(checkpoints, out_dir, threads) -> None:
 @click.option("--out-dir", required=True, help="checkpoint directory for the chosen interpolation")
 @click.option("--max-tweet-drop", default=0.005, show_default=True,
               help="how far the tweet dev slice's accuracy and macro-F1 may fall from START's")
+@click.option("--guard", type=click.Choice(["all", "floors"]), default="all", show_default=True,
+              help="guarded tweet dev metrics: all = both heads' accuracy and macro-F1; floors = the release "
+                   "floors' metrics (topic accuracy, sentiment accuracy and macro-F1)")
+@click.option("--alphas", default="0,0.25,0.5,0.625,0.75,0.875,1", show_default=True,
+              help="interpolation weights tried (comma-separated; the first is the reference)")
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0 = default)")
-def interpolate(start, tuned, out_dir, max_tweet_drop, threads) -> None:
+def interpolate(start, tuned, out_dir, max_tweet_drop, guard, alphas, threads) -> None:
     """Weight-space interpolation START -> TUNED (WiSE-FT), chosen on dev data with int8 weights."""
+    from finpulse.models.soup import GUARD_ALL, GUARD_FLOORS
     from finpulse.models.soup import interpolate as run_interpolate
 
-    res = run_interpolate(start, tuned, out_dir, max_tweet_drop=max_tweet_drop, threads=threads)
+    try:
+        grid = [float(a) for a in alphas.split(",") if a.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of numbers: {alphas!r}", param_hint="--alphas") from None
+    if not grid or grid[0] != 0.0:
+        raise click.BadParameter("the first alpha must be 0 (START itself, the guard's reference)",
+                                 param_hint="--alphas")
+    res = run_interpolate(start, tuned, out_dir, alphas=grid, max_tweet_drop=max_tweet_drop,
+                          guard=GUARD_FLOORS if guard == "floors" else GUARD_ALL, threads=threads)
     click.echo(json.dumps({"alpha": res["alpha"], "candidates": [
         {"alpha": c["alpha"], "ok": c["ok"], "news_score": round(c["news_score"], 4),
          "tweet_sentiment": c["tweet_dev"]["sentiment"], "tweet_topic": c["tweet_dev"]["topic"]}

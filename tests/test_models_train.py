@@ -180,3 +180,34 @@ def test_interpolation_is_chosen_on_dev_data_with_the_tweet_guard(tmp_path):
     assert chosen["ok"] and chosen["news_score"] == max(c["news_score"] for c in res["candidates"] if c["ok"])
     recipe = read_recipe(tmp_path / "mix")
     assert recipe["interpolation"]["alpha"] == res["alpha"] and recipe["news_dev"] == chosen["news_dev"]
+    from finpulse.models.soup import GUARD_ALL
+
+    ref = start["tweet_dev"]
+    for c in res["candidates"]:  # ok = every guarded tweet dev metric within the allowance of the start's
+        assert c["ok"] == all(c["tweet_dev"][t][m] >= ref[t][m] for t, m in (g.split(".") for g in GUARD_ALL))
+    assert recipe["interpolation"]["guard"] == list(GUARD_ALL)
+
+
+def test_interpolate_cli_guards_the_release_floor_metrics(tmp_path):
+    from click.testing import CliRunner
+
+    from finpulse.cli import main
+    from finpulse.models.network import read_recipe
+    from finpulse.models.soup import GUARD_FLOORS
+
+    _tiny(tmp_path / "a")
+    _tiny(tmp_path / "b", lr=5e-4, news_repeat=1)
+    bad = CliRunner().invoke(main, ["interpolate", str(tmp_path / "a"), str(tmp_path / "b"), "--out-dir",
+                                    str(tmp_path / "m"), "--alphas", "0.5,1"])
+    assert bad.exit_code == 2 and "first alpha must be 0" in bad.output
+    res = CliRunner().invoke(main, ["interpolate", str(tmp_path / "a"), str(tmp_path / "b"), "--out-dir",
+                                    str(tmp_path / "mix"), "--alphas", "0,1", "--guard", "floors",
+                                    "--max-tweet-drop", "0"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert [c["alpha"] for c in out["candidates"]] == [0.0, 1.0]
+    start, tuned = out["candidates"]
+    floors_ok = (tuned["tweet_topic"]["accuracy"] >= start["tweet_topic"]["accuracy"]
+                 and all(tuned["tweet_sentiment"][m] >= start["tweet_sentiment"][m] for m in ("accuracy", "macro_f1")))
+    assert tuned["ok"] == floors_ok  # topic macro-F1 is not guarded
+    assert read_recipe(tmp_path / "mix")["interpolation"]["guard"] == list(GUARD_FLOORS)
