@@ -98,3 +98,24 @@ def test_decision_rule_in_the_manifest_decides_the_sentiment(tmp_path):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="sentiment_bias"):
         Classifier(bad, device="cpu")
+
+
+def test_the_candidate_versions_in_the_repository_are_intact_and_promotable(tmp_path):
+    """``models/candidates/<version>`` (repository only, not in the wheel): each verifies, adds to a model
+    directory under its own name and scores with labels independent of the batch (static scales)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "models" / "candidates"
+    dirs = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
+    assert dirs, "no candidate version committed"
+    texts = ["Insurer posts surprise quarterly loss", "Chipmaker raises full-year outlook",
+             "Central bank holds rates steady", "Airline cuts 4,000 jobs as bookings slump"]
+    reg = ModelRegistry(tmp_path / "models")
+    for src in dirs:
+        added = reg.add(src)
+        assert added.version == src.name and not added.base and added.version != BASE
+        clf = Classifier(reg.get(added.version).path, device="cpu", verify=False)
+        together = clf.classify(texts)
+        alone = [clf.classify([t])[0] for t in texts]
+        assert [(r["topic"], r["sentiment"]) for r in together] == [(r["topic"], r["sentiment"]) for r in alone]
+        assert all(r["model_version"] == added.version for r in together)
