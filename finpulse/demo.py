@@ -214,7 +214,12 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
                                 f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
                             for h in msg.get("top_headlines", [])[:3]:
                                 say(f"      {h['sentiment_score']:+.2f} {_one_line(h['title'])[:90]}")
-                worker.check()
+                if worker.returncode == 0:
+                    # it stops cleanly only when told to: a Ctrl-C reaches the whole foreground process
+                    # group, and the worker can be gone before the demo sees its own interrupt
+                    say("the worker has stopped; stopping the demo")
+                    break
+                worker.check()  # any other exit is an error
                 with lock:
                     verified = sum(1 for _, _, ok in received if ok)
                 done = scored + dead >= produced and verified >= len(alerts) > 0

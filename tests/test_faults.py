@@ -15,12 +15,14 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -314,6 +316,49 @@ def test_ctrl_c_on_the_demo_stops_worker_then_stack(tmp_path):
     assert "Traceback" not in text, text[-3000:]
     assert took < 15.0
     assert ROOT  # the demo ran from an empty folder, not the checkout
+
+
+def _worker_children(pid: int) -> list[int]:
+    """Pids of the ``finpulse worker`` processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"worker" in cmd and b"finpulse.cli" in cmd:
+            found.append(int(d))
+    return found
+
+
+def test_demo_stops_cleanly_when_its_worker_is_stopped_first(tmp_path):
+    """A Ctrl-C reaches the demo and its worker together, and the worker may be gone before the demo
+    sees its own interrupt (seen in CI: a traceback from the demo's worker check). Stopping the worker
+    alone reproduces that order: the demo must stop its stack and exit without a traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FINPULSE_KAFKA_BOOTSTRAP", None)
+    env.pop("FINPULSE_REDIS_URL", None)
+    out = open(tmp_path / "demo.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "demo", "--quiet"], cwd=tmp_path, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: b"replayed" in (tmp_path / "demo.log").read_bytes(), 180, what="the demo to run")
+        log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
+        wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
+        workers = _worker_children(proc.pid)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out.close()
+    text = (tmp_path / "demo.log").read_text(errors="replace")
+    assert "the worker has stopped; stopping the demo" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
 
 
 def test_after_downtime_the_backlog_is_counted_before_quiet_buckets_close(own_stack, tmp_path):
