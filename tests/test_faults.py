@@ -293,7 +293,9 @@ def test_the_worker_stops_within_5s_without_a_traceback(own_stack, namespace, tm
     assert "Traceback" not in worker.log()
 
 
-def test_ctrl_c_on_the_demo_stops_worker_then_stack(tmp_path):
+def _start_demo(tmp_path):
+    """``finpulse demo --quiet`` in its own process group, from ``tmp_path`` (its log: demo.log there),
+    on its own embedded stack; returns once it has replayed its headlines: ``(process, log file)``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("FINPULSE_KAFKA_BOOTSTRAP", None)
     env.pop("FINPULSE_REDIS_URL", None)
@@ -302,6 +304,16 @@ def test_ctrl_c_on_the_demo_stops_worker_then_stack(tmp_path):
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: b"replayed" in (tmp_path / "demo.log").read_bytes(), 180, what="the demo to run")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out.close()
+        raise
+    return proc, out
+
+
+def test_ctrl_c_on_the_demo_stops_worker_then_stack(tmp_path):
+    proc, out = _start_demo(tmp_path)
+    try:
         time.sleep(2)
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
@@ -338,14 +350,8 @@ def test_demo_stops_cleanly_when_its_worker_is_stopped_first(tmp_path):
     """A Ctrl-C reaches the demo and its worker together, and the worker may be gone before the demo
     sees its own interrupt (seen in CI: a traceback from the demo's worker check). Stopping the worker
     alone reproduces that order: the demo must stop its stack and exit without a traceback."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("FINPULSE_KAFKA_BOOTSTRAP", None)
-    env.pop("FINPULSE_REDIS_URL", None)
-    out = open(tmp_path / "demo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "finpulse.cli", "demo", "--quiet"], cwd=tmp_path, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, out = _start_demo(tmp_path)
     try:
-        wait_for(lambda: b"replayed" in (tmp_path / "demo.log").read_bytes(), 180, what="the demo to run")
         log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
         wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
         workers = _worker_children(proc.pid)
