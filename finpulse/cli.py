@@ -240,20 +240,53 @@ def interpolate(start, tuned, out_dir, max_tweet_drop, guard, alphas, threads) -
         for c in res["candidates"]]}, indent=1))
 
 
+@main.command("choose-release")
+@click.argument("start", type=click.Path(exists=True, file_okay=False))
+@click.argument("tuned", type=click.Path(exists=True, file_okay=False))
+@click.option("--reference", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the exported release in force (the base: models/artifacts); the guard's reference")
+@click.option("--version", "version", required=True, help="model version of the new release")
+@click.option("--out-dir", required=True, help="directory for the chosen release (must not exist)")
+@click.option("--alphas", default="0.2,0.25,0.3,0.35,0.4,0.45,0.5", show_default=True,
+              help="interpolation weights tried (comma-separated)")
+@click.option("--max-drop", default=0.005, show_default=True,
+              help="how far each guarded tweet dev metric may fall from the reference's, weights and "
+                   "decision rule together")
+@click.option("--work-dir", default=None, help="where the blends and their exports go")
+def choose_release(start, tuned, reference, version, out_dir, alphas, max_drop, work_dir) -> None:
+    """Export blends START -> TUNED and keep the best on news dev whose exported labels stay within one
+    tweet dev allowance of the release in force (needs the train extra)."""
+    from finpulse.models.release import choose_release as run_choose
+
+    try:
+        grid = [float(a) for a in alphas.split(",") if a.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of numbers: {alphas!r}", param_hint="--alphas") from None
+    if not grid:
+        raise click.BadParameter("no alpha given", param_hint="--alphas")
+    res = run_choose(start, tuned, out_dir, reference=reference, version=version, alphas=grid, max_drop=max_drop,
+                     work_dir=work_dir)
+    click.echo(json.dumps(res, indent=1))
+    if res["alpha"] is None:
+        raise click.ClickException("no blend stays within the tweet dev allowance of the reference; nothing written")
+
+
 @main.command()
 @click.option("--checkpoint", default="models/artifacts/checkpoint", show_default=True)
 @click.option("--out-dir", default=None, help="artifact directory (default: models/artifacts)")
 @click.option("--version", "version", required=True, help="model version, e.g. minilm-mt-2026.11.22")
 @click.option("--dynamic", is_flag=True, help="keep per-batch activation scales (labels then depend on the batch)")
 @click.option("--no-decision", is_flag=True, help="do not fit the decision rule (temperatures, sentiment bias)")
-def export(checkpoint, out_dir, version, dynamic, no_decision) -> None:
+@click.option("--reference", default=None, type=click.Path(exists=True, file_okay=False),
+              help="the exported release in force: the decision rule's tweet dev allowance is counted from it")
+def export(checkpoint, out_dir, version, dynamic, no_decision, reference) -> None:
     """Export the checkpoint to ONNX (fp32 -> optimised -> int8, static scales), fit the decision rule,
     write the manifest. Give --out-dir <model directory>/<version> to add it as a promotable version."""
     from finpulse.models.export import ARTIFACT_DIR
     from finpulse.models.export import export as run_export
 
     manifest = run_export(checkpoint, out_dir or ARTIFACT_DIR, version=version, static=not dynamic,
-                          decide=not no_decision)
+                          decide=not no_decision, reference_dir=reference)
     click.echo(json.dumps(manifest["files"], indent=2))
 
 

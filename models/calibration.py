@@ -9,8 +9,10 @@ The manifest's ``decision`` section (applied by :class:`~finpulse.models.classif
   tweets, where two thirds of the labels are neutral, the model calls many clearly polar news headlines
   neutral; a negative bias on ``neutral`` makes it say neutral only when it is confident. The bias
   maximises sentiment macro-F1 on the news-style dev split under a guard: the tweet dev slice's
-  sentiment macro-F1 and accuracy may each fall by at most ``max_tweet_drop``. Both are dev data (never the upstream
-  ``*_valid.csv``).
+  sentiment macro-F1 and accuracy may each fall by at most ``max_tweet_drop``. With a reference release
+  (``finpulse export --reference``) the allowance is counted from the **release in force**, not from the
+  same model without the bias, so the new weights and the bias share one allowance instead of adding
+  two. Both are dev data (never the upstream ``*_valid.csv``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
 
 def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_logits: np.ndarray,
                      tweet_labels: np.ndarray, temperature: float = 1.0, max_tweet_drop: float = 0.005,
-                     grid: np.ndarray | None = None) -> dict[str, Any]:
+                     grid: np.ndarray | None = None, tweet_floor: dict[str, float] | None = None) -> dict[str, Any]:
     """The bias on the neutral logit that maximises news dev sentiment macro-F1 under the tweet guard.
 
     :param news_logits: sentiment logits on the news-style dev split.
@@ -85,8 +87,11 @@ def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_log
     :param tweet_labels: its label ids.
     :param temperature: the sentiment temperature the bias is added after.
     :param max_tweet_drop: largest allowed fall of the tweet dev slice's macro-F1 and of its accuracy
-        (each, vs no bias).
+        (each, vs no bias or vs ``tweet_floor``).
     :param grid: neutral biases tried (default ``-3.0 .. 1.0`` in steps of 0.05).
+    :param tweet_floor: ``{"accuracy": a, "macro_f1": f}``: the tweet dev figures of the reference release;
+        a bias is allowed only while the tweet dev slice stays at or above ``a - max_tweet_drop`` and
+        ``f - max_tweet_drop`` (instead of the same model's figures without a bias).
     :returns: ``{"sentiment_bias": [b_neg, b_pos, b_neu], "news_macro_f1": (before, after),
         "tweet_macro_f1": (before, after)}``; the bias is all zeros when nothing beats it.
     """
@@ -102,11 +107,15 @@ def fit_neutral_bias(news_logits: np.ndarray, news_labels: np.ndarray, tweet_log
     news0 = _macro_f1(news_labels, sentiment_labels(news_logits, temperature))
     tweet0 = _macro_f1(tweet_labels, sentiment_labels(tweet_logits, temperature))
     tweet_acc0 = _accuracy(tweet_labels, sentiment_labels(tweet_logits, temperature))
+    floor_f1, floor_acc = ((tweet0, tweet_acc0) if tweet_floor is None
+                           else (tweet_floor["macro_f1"], tweet_floor["accuracy"]))
     best_b, best_news, best_tweet = 0.0, news0, tweet0
     for b in sorted(grid, key=abs):  # ties go to the smallest change
+        if b == 0.0:
+            continue
         tweet_preds = sentiment_labels(tweet_logits, temperature, bias_of(b))
         tw = _macro_f1(tweet_labels, tweet_preds)
-        if tw < tweet0 - max_tweet_drop or _accuracy(tweet_labels, tweet_preds) < tweet_acc0 - max_tweet_drop:
+        if tw < floor_f1 - max_tweet_drop or _accuracy(tweet_labels, tweet_preds) < floor_acc - max_tweet_drop:
             continue
         nw = _macro_f1(news_labels, sentiment_labels(news_logits, temperature, bias_of(b)))
         if nw > best_news + 1e-9:

@@ -26,6 +26,10 @@ NEWS_FILE = DATA_DIR / "news-dev" / "news_dev.csv"
 """finpulse's own news-style headlines (``data/news-dev``): a ``dev`` split for measuring and
 selecting, a ``train`` split for training; each row is labelled for both tasks."""
 
+NEWS_TEST_FILE = DATA_DIR / "news-test" / "news_test.csv"
+"""A held-out news set (``data/news-test``, split ``test``) written and labelled by other hands in other
+styles; only evaluation scripts read it (:func:`load_news` refuses it), so nothing is trained or chosen on it."""
+
 
 @dataclass(frozen=True)
 class Example:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
 from .manifest import sha256_file
@@ -159,7 +161,41 @@ def make_static(dynamic: str | Path, dst: str | Path, tokenizer_path: str | Path
     return freeze_activation_scales(dynamic, dst, ranges)
 
 
-def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.005) -> dict:
+def dev_figures(model_dir: str | Path, tweet_dev: Sequence, news_dev: Sequence) -> dict[str, Any]:
+    """Accuracy and macro-F1 per head of an exported model, with its manifest's decision rule.
+
+    :param model_dir: an exported model directory (manifest, int8 file, tokenizer).
+    :param tweet_dev: the tweet dev slice (:class:`~finpulse.models.data.Example` of both tasks).
+    :param news_dev: the news-style dev split (may be empty).
+    :returns: ``{"tweet": {"topic": {...}, "sentiment": {...}}, "news": {...}}``; each head
+        ``{"accuracy", "macro_f1", "n"}`` (a set without examples of a head is left out).
+    """
+    from .classifier import Classifier
+    from .labels import SENTIMENT_LABELS, TOPIC_LABELS
+    from .metrics import classification_report
+
+    clf = Classifier(model_dir, device="cpu", variant="int8")
+    out: dict[str, Any] = {}
+    for name, examples in (("tweet", tweet_dev), ("news", news_dev)):
+        heads: dict[str, Any] = {}
+        for task in ("topic", "sentiment"):
+            exs = [e for e in examples if e.task == task]
+            if not exs:
+                continue
+            t_log, s_log = clf.logits([e.text for e in exs])
+            if task == "topic":
+                preds, labels = t_log.argmax(1), TOPIC_LABELS
+            else:  # the decision rule as Classifier.classify applies it
+                preds = (s_log / clf.sentiment_temperature + clf.sentiment_bias).argmax(1)
+                labels = SENTIMENT_LABELS
+            rep = classification_report([e.label for e in exs], preds.tolist(), labels)
+            heads[task] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"]}
+        out[name] = heads
+    return out
+
+
+def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.005,
+                 reference_dir: str | Path | None = None) -> dict:
     """Temperatures and the sentiment bias of the int8 model in ``model_dir``, fitted on dev data.
 
     Temperatures: per head, on the tweet dev slice (the run's held-out slice of the training splits)
@@ -170,7 +206,10 @@ def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.
 
     :param model_dir: an exported model (manifest without a decision yet, or with one: it is ignored).
     :param recipe: the training recipe (its ``dev_fraction``, ``seed``, ``limit`` give the dev slice).
-    :param max_tweet_drop: the guard on the tweet dev slice's sentiment macro-F1.
+    :param max_tweet_drop: the guard on the tweet dev slice's sentiment accuracy and macro-F1.
+    :param reference_dir: the exported release in force. Given, the guard counts the allowance from its
+        tweet dev figures (with its own decision rule), so the new weights and the bias share one
+        allowance (:mod:`finpulse.models.release`); otherwise from this model without a bias.
     """
     import numpy as np
 
@@ -194,14 +233,23 @@ def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.
         logits[task] = (lg[:n_tweet], labels[:n_tweet], lg[n_tweet:], labels[n_tweet:])
     out["temperature"] = temps
     tw_l, tw_y, nw_l, nw_y = logits["sentiment"]
-    fit = fit_neutral_bias(nw_l, nw_y, tw_l, tw_y, temps["sentiment"], max_tweet_drop)
+    floor = None
+    if reference_dir is not None:
+        from .manifest import load_manifest
+
+        ref = dev_figures(reference_dir, tweet_dev, [])["tweet"]["sentiment"]
+        floor = {"accuracy": ref["accuracy"], "macro_f1": ref["macro_f1"]}
+        out["guard_reference"] = {"version": load_manifest(reference_dir, verify=False).get("version"),
+                                  "tweet_dev_sentiment": {k: round(v, 4) for k, v in floor.items()}}
+    fit = fit_neutral_bias(nw_l, nw_y, tw_l, tw_y, temps["sentiment"], max_tweet_drop, tweet_floor=floor)
     out.update(sentiment_bias=fit["sentiment_bias"], news_dev_macro_f1=fit["news_macro_f1"],
                tweet_dev_macro_f1=fit["tweet_macro_f1"], max_tweet_drop=max_tweet_drop)
     halves = np.arange(len(nw_y)) % 2
     cross = []
     for h in (0, 1):
         a, b = halves == h, halves != h
-        bias = fit_neutral_bias(nw_l[a], nw_y[a], tw_l, tw_y, temps["sentiment"], max_tweet_drop)["sentiment_bias"]
+        bias = fit_neutral_bias(nw_l[a], nw_y[a], tw_l, tw_y, temps["sentiment"], max_tweet_drop,
+                                tweet_floor=floor)["sentiment_bias"]
         cross.append((nw_l[b], nw_y[b], bias))
     from .calibration import sentiment_labels
     from .labels import SENTIMENT_LABELS
@@ -215,7 +263,8 @@ def fit_decision(model_dir: str | Path, recipe: dict, max_tweet_drop: float = 0.
 
 
 def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_dir: str | Path = BUILD_DIR,
-           *, version: str, max_length: int = 128, static: bool = True, decide: bool = True) -> dict:
+           *, version: str, max_length: int = 128, static: bool = True, decide: bool = True,
+           reference_dir: str | Path | None = None, max_tweet_drop: float = 0.005) -> dict:
     """Full export: fp32 -> optimised fp32 -> int8 (static activation scales); copy tokenizer; write the
     manifest with the fitted decision rule.
 
@@ -227,6 +276,8 @@ def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_
     :param static: freeze the activation scales (labels independent of the batch); ``False`` ships the
         dynamically quantised file.
     :param decide: fit and record the decision rule (:func:`fit_decision`).
+    :param reference_dir: the release in force, the decision rule's tweet guard reference (:func:`fit_decision`).
+    :param max_tweet_drop: the decision rule's tweet guard allowance.
     :returns: the manifest.
     """
     from .network import base_encoder_dir
@@ -247,6 +298,6 @@ def export(ckpt_dir: str | Path, artifact_dir: str | Path = ARTIFACT_DIR, build_
         quantize_int8(opt, art / "model.int8.onnx")
     manifest = write_manifest(art, version=version, max_length=max_length, recipe=recipe)
     if decide:
-        manifest["decision"] = fit_decision(art, recipe)
+        manifest["decision"] = fit_decision(art, recipe, max_tweet_drop, reference_dir)
         (art / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -5,7 +5,8 @@ For each of ``--old`` and ``--new`` (model directories; default old = the shippe
 * upstream validation splits, int8 as the runtime scores (the manifest's decision rule applied):
   topic accuracy / macro-F1, sentiment accuracy / macro-F1 (reported, never used to select);
 * finpulse's news-style ``dev`` split: the same, plus how often a clearly polar headline is called
-  neutral and the sign accuracy on polar headlines;
+  neutral and the sign accuracy on polar headlines; the same on the held-out news ``test`` set
+  (``data/news-test``, never used to choose);
 * label stability: 3,000 validation headlines scored one at a time, then in shuffled batches of 17, 32
   and 64; labels that differ from the one-at-a-time labels are counted;
 * throughput through ``Classifier.classify`` at batch 32 on 2,000 validation headlines, old and new
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.models import Classifier  # noqa: E402
-from finpulse.models.data import NEWS_FILE, load_split  # noqa: E402
+from finpulse.models.data import NEWS_FILE, NEWS_TEST_FILE, load_split  # noqa: E402
 from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from finpulse.models.metrics import classification_report  # noqa: E402
 
@@ -46,11 +47,11 @@ def labelled(clf: Classifier, texts: list[str], gold: dict[str, list[int]]) -> d
     return {"report": out, "results": res}
 
 
-def news_dev(clf: Classifier) -> dict:
+def news_set(clf: Classifier, path: Path = NEWS_FILE, split: str = "dev") -> dict:
     import csv
 
-    with open(NEWS_FILE, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "dev"]
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
     gold = {t: [labels.index(r[t]) for r in rows]
             for t, labels in (("topic", list(TOPIC_LABELS)), ("sentiment", list(SENTIMENT_LABELS)))}
     got = labelled(clf, [r["headline"] for r in rows], gold)
@@ -102,8 +103,8 @@ def main() -> None:
     valid = [e.text for e in load_split("topic", "valid")] + [e.text for e in load_split("sentiment", "valid")]
     random.Random(7).shuffle(valid)
     for k, clf in models.items():
-        out[k] = {"upstream_valid_int8": upstream(clf), "news_dev": news_dev(clf),
-                  "stability": stability(clf, valid[:3000])}
+        out[k] = {"upstream_valid_int8": upstream(clf), "news_dev": news_set(clf),
+                  "news_test": news_set(clf, NEWS_TEST_FILE, "test"), "stability": stability(clf, valid[:3000])}
         print(k, json.dumps(out[k]), flush=True)
     bench = valid[:2000]
     times: dict[str, list[float]] = {"old": [], "new": []}

@@ -1,10 +1,12 @@
-"""The shipped (or a given) model on finpulse's news-style set (data/news-dev/news_dev.csv).
+"""The shipped (or a given) model on finpulse's news-style sets (data/news-dev/news_dev.csv, and the
+held-out data/news-test/news_test.csv with ``--split test``).
 
-Reports, on the ``dev`` split (or ``--split train|all``): topic accuracy and macro-F1, sentiment
+Reports, on the ``dev`` split (or ``--split train|all|test``): topic accuracy and macro-F1, sentiment
 accuracy and macro-F1, and how often a clearly polar headline (labelled negative or positive) is
-called neutral, the failure the news issue describes. Select models on ``dev`` only.
+called neutral, the failure the news issue describes. Select models on ``dev`` only; ``test`` is never
+used to choose anything.
 
-Usage: python scripts/evaluate_news_dev.py [--model-dir DIR] [--split dev] [--json]
+Usage: python scripts/evaluate_news_dev.py [--model-dir DIR] [--split dev|train|all|test] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.models import Classifier  # noqa: E402
+from finpulse.models.data import NEWS_FILE, NEWS_TEST_FILE  # noqa: E402
 from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from finpulse.models.metrics import classification_report  # noqa: E402
 
@@ -26,10 +29,10 @@ from finpulse.models.metrics import classification_report  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=None)
-    ap.add_argument("--split", default="dev", choices=["dev", "train", "all"])
+    ap.add_argument("--split", default="dev", choices=["dev", "train", "all", "test"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    with (ROOT / "data" / "news-dev" / "news_dev.csv").open(newline="", encoding="utf-8") as f:
+    with open(NEWS_TEST_FILE if args.split == "test" else NEWS_FILE, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if args.split == "all" or r["split"] == args.split]
     clf = Classifier(args.model_dir, device="cpu", batch_size=32)
     preds = clf.classify([r["headline"] for r in rows])

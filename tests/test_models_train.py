@@ -211,3 +211,32 @@ def test_interpolate_cli_guards_the_release_floor_metrics(tmp_path):
                  and all(tuned["tweet_sentiment"][m] >= start["tweet_sentiment"][m] for m in ("accuracy", "macro_f1")))
     assert tuned["ok"] == floors_ok  # topic macro-F1 is not guarded
     assert read_recipe(tmp_path / "mix")["interpolation"]["guard"] == list(GUARD_FLOORS)
+
+
+def test_choose_release_guards_the_exported_release_against_the_release_in_force(tmp_path):
+    """Blends are exported (int8, decision rule fitted under the same reference) and judged as shipped."""
+    from finpulse.models.export import ARTIFACT_DIR
+    from finpulse.models.manifest import load_manifest
+    from finpulse.models.release import RELEASE_GUARD, choose_release, within_guard
+
+    _tiny(tmp_path / "a")
+    _tiny(tmp_path / "b", lr=5e-4, news_repeat=1)
+    # a tiny model is far worse than the shipped one on tweets: within no allowance of it, nothing written
+    refused = choose_release(tmp_path / "a", tmp_path / "b", tmp_path / "none", reference=ARTIFACT_DIR,
+                             version="v-none", alphas=(1.0,), max_drop=0.005, work_dir=tmp_path / "w0")
+    assert refused["alpha"] is None and not (tmp_path / "none").exists()
+    cand = refused["candidates"][0]
+    assert not cand["ok"] and not within_guard(cand["tweet"], refused["reference"]["tweet"], RELEASE_GUARD, 0.005)
+    # the decision rule was fitted against the reference's tweet dev figures, on the same slice
+    ref_sent = refused["reference"]["tweet"]["sentiment"]
+    assert cand["decision"]["guard_reference"]["tweet_dev_sentiment"] == {
+        k: round(ref_sent[k], 4) for k in ("accuracy", "macro_f1")}
+    # an allowance wide enough for anything: the release is written, verifies and records the choice
+    res = choose_release(tmp_path / "a", tmp_path / "b", tmp_path / "rel", reference=ARTIFACT_DIR,
+                         version="v-rel", alphas=(0.5,), max_drop=1.0, work_dir=tmp_path / "w1")
+    assert res["alpha"] == 0.5
+    manifest = load_manifest(tmp_path / "rel")  # sha256 of every file checked
+    assert manifest["version"] == "v-rel"
+    sel = manifest["selection"]
+    assert sel["alpha"] == 0.5 and sel["reference_version"] == load_manifest(ARTIFACT_DIR)["version"]
+    assert sel["news_dev"] == res["candidates"][0]["news"] and sel["guard"] == list(RELEASE_GUARD)
