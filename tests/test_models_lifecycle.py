@@ -100,14 +100,14 @@ def test_decision_rule_in_the_manifest_decides_the_sentiment(tmp_path):
         Classifier(bad, device="cpu")
 
 
-def test_the_candidate_versions_in_the_repository_are_intact_and_promotable(tmp_path):
-    """``models/candidates/<version>`` (repository only, not in the wheel): each verifies, adds to a model
+def test_the_earlier_releases_in_the_repository_are_intact_and_promotable(tmp_path):
+    """``models/releases/<version>`` (repository only, not in the wheel): each verifies, adds to a model
     directory under its own name and scores with labels independent of the batch (static scales)."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "models" / "candidates"
+    root = Path(__file__).resolve().parent.parent / "models" / "releases"
     dirs = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
-    assert dirs, "no candidate version committed"
+    assert dirs, "no earlier release committed"
     texts = ["Insurer posts surprise quarterly loss", "Chipmaker raises full-year outlook",
              "Central bank holds rates steady", "Airline cuts 4,000 jobs as bookings slump"]
     reg = ModelRegistry(tmp_path / "models")
