@@ -170,6 +170,7 @@ def dev_figures(model_dir: str | Path, tweet_dev: Sequence, news_dev: Sequence) 
     :returns: ``{"tweet": {"topic": {...}, "sentiment": {...}}, "news": {...}}``; each head
         ``{"accuracy", "macro_f1", "n"}`` (a set without examples of a head is left out).
     """
+    from .calibration import sentiment_labels
     from .classifier import Classifier
     from .labels import SENTIMENT_LABELS, TOPIC_LABELS
     from .metrics import classification_report
@@ -185,8 +186,8 @@ def dev_figures(model_dir: str | Path, tweet_dev: Sequence, news_dev: Sequence) 
             t_log, s_log = clf.logits([e.text for e in exs])
             if task == "topic":
                 preds, labels = t_log.argmax(1), TOPIC_LABELS
-            else:  # the decision rule as Classifier.classify applies it
-                preds = (s_log / clf.sentiment_temperature + clf.sentiment_bias).argmax(1)
+            else:  # the manifest's decision rule, as Classifier.classify applies it
+                preds = sentiment_labels(s_log, clf.sentiment_temperature, clf.sentiment_bias)
                 labels = SENTIMENT_LABELS
             rep = classification_report([e.label for e in exs], preds.tolist(), labels)
             heads[task] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"]}

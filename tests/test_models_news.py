@@ -66,18 +66,20 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     assert (sentiment_labels(true * 3.0, t) == (true * 3.0).argmax(1)).all()  # never changes a label
 
 
+def _sentiment_logits(rng, n, neutral_shift):
+    """Synthetic sentiment logits: the true class +2, the neutral logit shifted by ``neutral_shift``."""
+    y = rng.choice([NEGATIVE, POSITIVE, NEUTRAL], size=n, p=[0.35, 0.35, 0.3])
+    z = rng.normal(0, 1, size=(n, 3))
+    z[np.arange(n), y] += 2.0
+    z[:, NEUTRAL] += neutral_shift
+    return z, y
+
+
 def test_neutral_bias_stops_defaulting_to_neutral_within_the_tweet_guard():
     rng = np.random.default_rng(1)
 
-    def sample(n, neutral_shift):
-        y = rng.choice([NEGATIVE, POSITIVE, NEUTRAL], size=n, p=[0.35, 0.35, 0.3])
-        z = rng.normal(0, 1, size=(n, 3))
-        z[np.arange(n), y] += 2.0
-        z[:, NEUTRAL] += neutral_shift
-        return z, y
-
-    news, news_y = sample(1500, 1.5)    # news: the model leans to neutral
-    tweets, tweet_y = sample(1500, 0.0)  # tweets: calibrated
+    news, news_y = _sentiment_logits(rng, 1500, 1.5)    # news: the model leans to neutral
+    tweets, tweet_y = _sentiment_logits(rng, 1500, 0.0)  # tweets: calibrated
     fit = fit_neutral_bias(news, news_y, tweets, tweet_y, max_tweet_drop=0.02)
     b = fit["sentiment_bias"]
     assert b[NEGATIVE] == b[POSITIVE] == 0.0 and b[NEUTRAL] < -0.2
@@ -92,15 +94,8 @@ def test_neutral_bias_counts_the_allowance_from_the_release_in_force():
     """With a reference release the bias may spend only what the new weights left of one allowance."""
     rng = np.random.default_rng(2)
 
-    def sample(n, neutral_shift):
-        y = rng.choice([NEGATIVE, POSITIVE, NEUTRAL], size=n, p=[0.35, 0.35, 0.3])
-        z = rng.normal(0, 1, size=(n, 3))
-        z[np.arange(n), y] += 2.0
-        z[:, NEUTRAL] += neutral_shift
-        return z, y
-
-    news, news_y = sample(1500, 1.5)
-    tweets, tweet_y = sample(1500, 0.0)
+    news, news_y = _sentiment_logits(rng, 1500, 1.5)
+    tweets, tweet_y = _sentiment_logits(rng, 1500, 0.0)
     own_preds = sentiment_labels(tweets)
     own = {"accuracy": float((own_preds == tweet_y).mean()),
            "macro_f1": float(fit_neutral_bias(news, news_y, tweets, tweet_y)["tweet_macro_f1"][0])}
