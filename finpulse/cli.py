@@ -309,19 +309,24 @@ def bench(as_json, quick, no_peer) -> None:
 @click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
 def worker(namespace, faust_args) -> None:
     """Run the stream worker (Faust): classify, aggregate, alert, deliver."""
-    from finpulse.stream.app import create_app
+    from finpulse.stream.resilience import EXIT_FAULT, EXIT_INTERRUPTED
 
-    settings = Settings(namespace=namespace) if namespace else Settings()
-    _wait_for_dependencies(settings)
-    _rewind_if_planned(settings)
-    app = create_app(settings)
+    try:  # until Faust installs its own handlers, a Ctrl-C is a stop before start, not a crash
+        from finpulse.stream.app import create_app
+
+        settings = Settings(namespace=namespace) if namespace else Settings()
+        _wait_for_dependencies(settings)
+        _rewind_if_planned(settings)
+        app = create_app(settings)
+    except KeyboardInterrupt:
+        logging.getLogger("finpulse.worker").warning("interrupted before the worker started; nothing consumed")
+        sys.exit(EXIT_INTERRUPTED)
 
     # Faust's -l accepts crit / error / warn / info / debug
     faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}.get(
         logging.getLevelName(logging.getLogger().level), "warn")
     sys.argv = ["finpulse-worker", "worker", "--without-web", "-l", faust_level, *faust_args]
     from finpulse.stream.app import current
-    from finpulse.stream.resilience import EXIT_FAULT
 
     try:
         app.main()

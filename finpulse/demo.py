@@ -214,9 +214,9 @@ def run_demo(once: bool = False, sample: str | None = None, quiet: bool = False,
                                 f"({msg['negative_rate']:.0%}, baseline {msg['baseline_rate']:.0%})")
                             for h in msg.get("top_headlines", [])[:3]:
                                 say(f"      {h['sentiment_score']:+.2f} {_one_line(h['title'])[:90]}")
-                if worker.returncode == 0:
-                    # it stops cleanly only when told to: a Ctrl-C reaches the whole foreground process
-                    # group, and the worker can be gone before the demo sees its own interrupt
+                if worker.stopped_as_told:
+                    # a Ctrl-C reaches the whole foreground process group, and the worker can be gone
+                    # before the demo sees its own interrupt (even while it is still starting)
                     say("the worker has stopped; stopping the demo")
                     break
                 worker.check()  # any other exit is an error

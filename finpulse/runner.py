@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,15 @@ class WorkerProcess:
     def returncode(self) -> int | None:
         """The exit code once the worker has exited, else ``None``."""
         return self.proc.poll()
+
+    @property
+    def stopped_as_told(self) -> bool:
+        """Whether the worker has exited because it was told to: a clean stop (0), or an interrupt
+        (Ctrl-C reaches the whole foreground process group) that landed before its stop handlers were
+        installed (``EXIT_INTERRUPTED``, or killed by SIGINT while Python was still starting)."""
+        from finpulse.stream.resilience import EXIT_INTERRUPTED
+
+        return self.proc.poll() in (0, EXIT_INTERRUPTED, -signal.SIGINT)
 
     def check(self) -> None:
         """:raises RuntimeError: when the worker has exited."""

@@ -33,6 +33,9 @@ T = TypeVar("T")
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 5.0
 #: Exit status of a worker stopped by a fault it could not wait out (``EX_SOFTWARE``).
 EXIT_FAULT = 70
+#: Exit status of a worker interrupted (SIGINT) before it started consuming: nothing was read or
+#: committed (the shell's 128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 class InfrastructureDown(StreamError):

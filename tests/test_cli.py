@@ -317,3 +317,36 @@ def test_a_worker_started_without_a_broker_waits_then_stops_loudly(tmp_path):
     assert done.returncode == 70, done.stderr[-2000:]
     assert "waiting up to 3 s for the Kafka broker" in done.stderr and "not starting" in done.stderr
     assert 3 <= time.monotonic() - t0 < 60
+
+
+def test_a_worker_interrupted_while_starting_stops_as_told(tmp_path, monkeypatch):
+    """A Ctrl-C reaches the whole foreground process group; one that lands while the worker is still
+    starting (here: waiting for a broker) is a stop before start (exit 130, nothing consumed), which
+    the demo tells apart from a crash; a worker that gives up on its dependencies is not."""
+    import signal
+    import time
+
+    from finpulse.core.settings import Settings
+    from finpulse.runner import WorkerProcess
+    from finpulse.stack import free_port
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                        namespace="t-interrupt")
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(settings, log, extra_env={"FINPULSE_CACHE_DIR": str(tmp_path),
+                                                     "FINPULSE_INFRA_RETRY_S": "60"})
+    deadline = time.monotonic() + 90
+    while "waiting up to 60 s" not in log.read_text() and time.monotonic() < deadline:
+        assert worker.returncode is None, log.read_text()[-2000:]
+        time.sleep(0.2)
+    worker.proc.send_signal(signal.SIGINT)
+    assert worker.proc.wait(30) == 130, log.read_text()[-2000:]
+    assert worker.stopped_as_told and "interrupted before the worker started" in log.read_text()
+
+    failed = WorkerProcess(settings, tmp_path / "failed.log", extra_env={"FINPULSE_CACHE_DIR": str(tmp_path),
+                                                                         "FINPULSE_INFRA_RETRY_S": "1"})
+    assert failed.proc.wait(90) == 70
+    assert not failed.stopped_as_told
+    with pytest.raises(RuntimeError, match="exited with code 70"):
+        failed.check()
