@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from finpulse.core import constants as C
@@ -65,10 +65,20 @@ class AlertHistory:
         :param until: window end at or before.
         :param limit: most records returned.
         """
+        out: list[dict] = []
+        async for r in self.records(scope=scope, severity=severity, status=status, since=since, until=until):
+            out.append(r)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def records(self, *, scope: str | None = None, severity: str | None = None, status: str | None = None,
+                      since: float | None = None, until: float | None = None) -> AsyncIterator[dict]:
+        """The records :meth:`query` returns, newest first, read from Redis 500 at a time as they are
+        consumed (a caller that stops early reads no more). Same filters as :meth:`query`."""
         ids = await self.redis.zrevrangebyscore(self._by_time, "+inf" if until is None else until,
                                                 "-inf" if since is None else since)
         ids = [as_str(i) for i in ids]
-        out: list[dict] = []
         acks = await self.acks()
         for off in range(0, len(ids), 500):
             part = ids[off:off + 500]
@@ -84,10 +94,7 @@ class AlertHistory:
                     continue
                 if r.get("alert_id") in acks:
                     r = {**r, "acknowledged": acks[r["alert_id"]]}
-                out.append(r)
-                if len(out) >= limit:
-                    return out
-        return out
+                yield r
 
     async def acknowledge(self, alert_id: str, by: str, note: str = "", now: float | None = None) -> dict:
         """Record that ``by`` acknowledged ``alert_id`` (shown with its records; delivery is unchanged)."""
@@ -112,7 +119,11 @@ async def open_alerts(history: AlertHistory, open_states: Iterable[Mapping[str, 
     states = list(open_states)
     if not states:
         return []
+    wanted = {st["alert_id"] for st in states}
     latest: dict[str, dict] = {}
-    for r in await history.query(status="fired", limit=MAX_RECORDS):
-        latest.setdefault(r["alert_id"], r)
+    async for r in history.records(status="fired"):  # newest first: stop once every open alert is found
+        if r["alert_id"] in wanted:
+            latest.setdefault(r["alert_id"], r)
+            if len(latest) == len(wanted):
+                break
     return [{**st, "record": latest.get(st["alert_id"])} for st in states]

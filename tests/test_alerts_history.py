@@ -36,6 +36,39 @@ async def test_history_is_idempotent_filtered_and_bounded(redis_client, monkeypa
     assert len(kept) == 5 and "al_1.fired.warning" not in {r["event_id"] for r in kept}  # the oldest went
 
 
+async def test_open_alerts_take_the_newest_fired_record_and_stop_reading_once_all_are_found(redis_client):
+    from finpulse.alerts.history import open_alerts
+
+    class Counting:  # the same client; counts the record reads (500 ids each)
+        def __init__(self, inner):
+            self.inner, self.reads = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def hmget(self, *args):
+            self.reads += 1
+            return await self.inner.hmget(*args)
+
+    client = Counting(redis_client)
+    h = AlertHistory(client, "t-open")
+    def at(i: int, **kw) -> dict:  # window ends one minute apart from 2024-05-06 00:00
+        return {**record(1, **kw), "event_id": f"al_{i}.{kw.get('status', 'fired')}", "alert_id": f"al_{i}",
+                "window_end": f"2024-05-{6 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00.000Z"}
+
+    await h.add([at(i, scope=f"topic:Old{i}") for i in range(1, 1200)])  # 1,199 older alerts
+    newest = {**at(1300), "alert_id": "al_5", "event_id": "al_5.fired.critical", "severity": "critical"}
+    await h.add([newest, at(1301, status="resolved")])
+    states = [{"alert_id": "al_5", "rule": "r"}, {"alert_id": "al_missing", "rule": "r"}]
+    client.reads = 0
+    got = await open_alerts(h, states[:1])
+    assert got[0]["record"]["event_id"] == "al_5.fired.critical"  # the newest of al_5's two fired records
+    assert client.reads == 1  # found in the first 500: the other 700 are not read
+    got = await open_alerts(h, states)  # one without any record: all read, record None
+    assert got[0]["record"]["severity"] == "critical" and got[1]["record"] is None
+    assert await open_alerts(h, []) == []
+
+
 async def test_silences_expire_and_name_what_they_hold(redis_client):
     now = [1000.0]
     s = Silences(redis_client, "t", clock=lambda: now[0])
