@@ -334,8 +334,14 @@ def test_a_worker_interrupted_while_starting_stops_as_told(tmp_path, monkeypatch
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", redis_url=f"redis://127.0.0.1:{free_port()}/0",
                         namespace="t-interrupt")
     log = tmp_path / "worker.log"
-    worker = WorkerProcess(settings, log, extra_env={"FINPULSE_CACHE_DIR": str(tmp_path),
-                                                     "FINPULSE_INFRA_RETRY_S": "60"})
+    # as from a terminal: a suite started in the background (``cmd &``) ignores SIGINT, and an ignored
+    # signal stays ignored in the child; a handler (reset to the default on exec) does not
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        worker = WorkerProcess(settings, log, extra_env={"FINPULSE_CACHE_DIR": str(tmp_path),
+                                                         "FINPULSE_INFRA_RETRY_S": "60"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 90
     while "waiting up to 60 s" not in log.read_text() and time.monotonic() < deadline:
         assert worker.returncode is None, log.read_text()[-2000:]
