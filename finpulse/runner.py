@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from finpulse.core.settings import Settings
+from finpulse.stream.resilience import EXIT_INTERRUPTED
 
 
 def stack_from_env(kafka_bootstrap: str | None = None, redis_url: str | None = None):
@@ -96,8 +97,6 @@ class WorkerProcess:
         """Whether the worker has exited because it was told to: a clean stop (0), or an interrupt
         (Ctrl-C reaches the whole foreground process group) that landed before its stop handlers were
         installed (``EXIT_INTERRUPTED``, or killed by SIGINT while Python was still starting)."""
-        from finpulse.stream.resilience import EXIT_INTERRUPTED
-
         return self.proc.poll() in (0, EXIT_INTERRUPTED, -signal.SIGINT)
 
     def check(self) -> None:
