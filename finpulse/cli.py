@@ -148,10 +148,12 @@ def evaluate(data, task, variant, model_dir, checkpoint, as_json) -> None:
 @click.option("--patience", default=2, show_default=True, help="epochs without dev improvement before stopping")
 @click.option("--fake-quant", is_flag=True,
               help="train through the export's int8 weight rounding (needed after finpulse model checkpoint)")
+@click.option("--style-heads", is_flag=True,
+              help="a second head per task for news-style text and a fitted style gate (needs --news-repeat)")
 def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_lr_decay, ema_decay,
           label_smoothing, sentiment_weight, train_word_embeddings, teacher, distill_weight,
           distill_temperature, base_encoder, rdrop_weight, init_from, news_repeat, headline_style,
-          news_select, warmup_ratio, patience, fake_quant) -> None:
+          news_select, warmup_ratio, patience, fake_quant, style_heads) -> None:
     """Fine-tune the two-headed model (needs the train extra)."""
     from finpulse.models.train import TrainConfig
     from finpulse.models.train import train as run_train
@@ -165,7 +167,7 @@ def train(out_dir, epochs, batch_size, lr, seed, limit, device, threads, layer_l
                                     base_encoder=base_encoder, rdrop_weight=rdrop_weight, init_from=init_from,
                                     news_repeat=news_repeat, headline_style=headline_style,
                                     news_select=news_select, warmup_ratio=warmup_ratio, patience=patience,
-                                    fake_quant=fake_quant))
+                                    fake_quant=fake_quant, style_heads=style_heads))
     click.echo(json.dumps({k: summary[k] for k in ("best_epoch", "train_seconds", "device")}))
 
 

@@ -25,34 +25,122 @@ def base_encoder_dir() -> Path:
 class MultiTaskClassifier(nn.Module):
     """A BERT encoder, masked mean pooling, and two linear heads (topic, sentiment).
 
+    With ``style_heads`` each task has a second head for news-style text (headlines and sentences
+    from newswires) and a one-unit *style gate* estimates from the pooled vector how news-like a
+    text is; the output is ``tweet_logits + gate * (news_logits - tweet_logits)``. The tweet heads
+    keep the labelling of the upstream tweet sets, the news heads learn the news-style labelling
+    (where the two disagree on the same wording), and one graph scores both: the gate is part of
+    the exported model, so the runtime needs no switch (:mod:`finpulse.models.train` says how each
+    part learns).
+
     :param config: the encoder's ``BertConfig``.
     :param n_topics: number of topic classes.
     :param n_sentiments: number of sentiment classes.
     :param dropout: dropout applied to the pooled vector before the heads.
+    :param style_heads: add the news-style heads and the style gate.
     """
 
-    def __init__(self, config: BertConfig, n_topics: int, n_sentiments: int, dropout: float = 0.1):
+    def __init__(self, config: BertConfig, n_topics: int, n_sentiments: int, dropout: float = 0.1,
+                 style_heads: bool = False):
         super().__init__()
         self.encoder = BertModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(config.hidden_size, n_topics)
         self.sentiment_head = nn.Linear(config.hidden_size, n_sentiments)
+        self.style_heads = False
+        if style_heads:
+            self.add_style_heads(copy=False)
 
     @classmethod
-    def from_base(cls, encoder_dir: str | Path, n_topics: int, n_sentiments: int, dropout: float = 0.1):
+    def from_base(cls, encoder_dir: str | Path, n_topics: int, n_sentiments: int, dropout: float = 0.1,
+                  style_heads: bool = False):
         """Build the network with the pretrained encoder weights from ``encoder_dir``."""
         config = BertConfig.from_pretrained(str(encoder_dir))
-        model = cls(config, n_topics, n_sentiments, dropout)
+        model = cls(config, n_topics, n_sentiments, dropout, style_heads)
         encoder = BertModel.from_pretrained(str(encoder_dir), add_pooling_layer=False)
         model.encoder.load_state_dict(encoder.state_dict())
+        if style_heads:
+            model.copy_heads_to_news()
         return model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def add_style_heads(self, copy: bool = True) -> None:
+        """Give a one-head network the news-style heads and the style gate (no-op if it has them).
+
+        :param copy: start them with :meth:`copy_heads_to_news` (else freshly initialised).
+        """
+        if self.style_heads:
+            return
+        hidden = self.topic_head.in_features
+        self.news_topic_head = nn.Linear(hidden, self.topic_head.out_features)
+        self.news_sentiment_head = nn.Linear(hidden, self.sentiment_head.out_features)
+        self.style_gate = nn.Linear(hidden, 1)
+        self.style_heads = True
+        if copy:
+            self.copy_heads_to_news()
+
+    def copy_heads_to_news(self) -> None:
+        """Start the news-style heads as copies of the tweet heads and the gate undecided (0.5)."""
+        with torch.no_grad():
+            self.news_topic_head.load_state_dict(self.topic_head.state_dict())
+            self.news_sentiment_head.load_state_dict(self.sentiment_head.state_dict())
+            self.style_gate.weight.zero_()
+            self.style_gate.bias.zero_()
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Masked mean of the encoder's last hidden states, after dropout."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-6)
-        pooled = self.dropout(pooled)
-        return self.topic_head(pooled), self.sentiment_head(pooled)
+        return self.dropout(pooled)
+
+    def all_heads(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every head's logits separately (training): ``topic``, ``sentiment`` (tweet heads) and, with
+        style heads, ``news_topic``, ``news_sentiment`` and ``style`` (the gate's logit, ``(batch,)``)."""
+        pooled = self.pooled(input_ids, attention_mask)
+        out = {"topic": self.topic_head(pooled), "sentiment": self.sentiment_head(pooled)}
+        if self.style_heads:
+            out["news_topic"] = self.news_topic_head(pooled)
+            out["news_sentiment"] = self.news_sentiment_head(pooled)
+            # the gate reads the pooled vector without shaping it: telling the styles apart is its job
+            out["style"] = self.style_gate(pooled.detach()).squeeze(-1)
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        heads = self.all_heads(input_ids, attention_mask)
+        if not self.style_heads:
+            return heads["topic"], heads["sentiment"]
+        return mix_by_style(heads)
+
+
+def mix_by_style(heads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The style-gated output of :meth:`MultiTaskClassifier.all_heads`: ``(topic, sentiment)`` logits.
+
+    ``tweet + g * (news - tweet)`` with ``g = sigmoid(style)``: a text the gate calls news-like is
+    scored by the news heads, a tweet by the tweet heads, an ambiguous one by a mix of both.
+    """
+    g = torch.sigmoid(heads["style"]).unsqueeze(-1)
+    return (heads["topic"] + g * (heads["news_topic"] - heads["topic"]),
+            heads["sentiment"] + g * (heads["news_sentiment"] - heads["sentiment"]))
+
+
+def with_style_heads(state: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A single-head state dict in style-head form: its heads copied to the news heads, the gate from ``like``.
+
+    Lets a style-head model be interpolated with a release that has one head per task
+    (:func:`finpulse.models.release.choose_release`): along the path both heads move from the
+    release's head, and the gate is the tuned model's throughout.
+
+    :param state: the single-head model's ``state_dict``.
+    :param like: the style-head model's ``state_dict`` (supplies the gate).
+    """
+    if "style_gate.weight" in state:
+        return state
+    out = dict(state)
+    for part in ("weight", "bias"):
+        out[f"news_topic_head.{part}"] = state[f"topic_head.{part}"]
+        out[f"news_sentiment_head.{part}"] = state[f"sentiment_head.{part}"]
+        out[f"style_gate.{part}"] = like[f"style_gate.{part}"]
+    return out
 
 
 def save_checkpoint(model: MultiTaskClassifier, out_dir: str | Path, extra: dict) -> None:
@@ -82,7 +170,8 @@ def load_checkpoint(ckpt_dir: str | Path, attn_implementation: str | None = None
     if attn_implementation:
         config._attn_implementation = attn_implementation
     recipe = json.loads((ckpt / "recipe.json").read_text())
-    model = MultiTaskClassifier(config, recipe["n_topics"], recipe["n_sentiments"], recipe.get("dropout", 0.1))
+    model = MultiTaskClassifier(config, recipe["n_topics"], recipe["n_sentiments"], recipe.get("dropout", 0.1),
+                                bool(recipe.get("style_heads", False)))
     model.load_state_dict(torch.load(ckpt / "weights.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model

@@ -31,7 +31,8 @@ from .manifest import load_manifest
 HIDDEN = 384
 
 _DENSE = re.compile(r"^/encoder/encoder/layer\.(\d+)/(attention/output|intermediate|output)/dense/MatMul$")
-_HEAD = re.compile(r"^/(topic_head|sentiment_head)/Gemm_MatMul$")
+_HEADS = ("topic_head", "sentiment_head", "news_topic_head", "news_sentiment_head", "style_gate")
+_HEAD = re.compile(rf"^/({'|'.join(_HEADS)})/Gemm_MatMul$")
 
 
 def int8_state_dict(model_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
@@ -52,7 +53,7 @@ def int8_state_dict(model_dir: str | Path | None = None) -> tuple[dict[str, np.n
     state: dict[str, np.ndarray] = {}
     for name, arr in inits.items():  # tensors the graph kept under their PyTorch names
         key = name.removesuffix("_dq")
-        if key.startswith(("encoder.", "topic_head.", "sentiment_head.")) and key.endswith((".weight", ".bias")) \
+        if key.startswith(("encoder.", *(f"{h}." for h in _HEADS))) and key.endswith((".weight", ".bias")) \
                 and not key.endswith("word_embeddings.weight"):
             state[key] = arr
     for node in graph.node:
@@ -92,7 +93,8 @@ def checkpoint_from_int8(out_dir: str | Path, model_dir: str | Path | None = Non
     state, manifest = int8_state_dict(model_dir)
     recipe = dict(manifest["recipe"])
     base = base_encoder_dir()
-    model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), recipe.get("dropout", 0.1))
+    model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), recipe.get("dropout", 0.1),
+                                          bool(recipe.get("style_heads", False)))
     expected = set(model.state_dict())
     expected.discard("encoder.embeddings.word_embeddings.weight")
     expected = {k for k in expected if not k.endswith("position_ids")}

@@ -70,7 +70,7 @@ def choose_release(start: str | Path, tuned: str | Path, out_dir: str | Path, *,
     """
     from .data import load_news
     from .export import dev_figures, export
-    from .network import load_checkpoint, read_recipe, save_checkpoint
+    from .network import load_checkpoint, read_recipe, save_checkpoint, with_style_heads
     from .soup import check_compatible
     from .train import train_dev_split
 
@@ -82,8 +82,10 @@ def choose_release(start: str | Path, tuned: str | Path, out_dir: str | Path, *,
     ref = dev_figures(reference, tweet_dev, news_dev)
     log.info("reference %s: tweet %s news %s", reference, ref["tweet"], ref["news"])
     work = Path(work_dir) if work_dir else Path(out_dir).parent / f".{Path(out_dir).name}.work"
-    a_state = load_checkpoint(start).state_dict()
     b_state = load_checkpoint(tuned).state_dict()
+    # a one-head release blended with a style-head candidate: both of its heads start from the release's
+    a_state = with_style_heads(load_checkpoint(start).state_dict(), b_state) if "style_gate.weight" in b_state \
+        else load_checkpoint(start).state_dict()
     candidates: list[dict[str, Any]] = []
     for alpha in alphas:
         tag = f"alpha-{alpha:.3f}"

@@ -91,6 +91,15 @@ class TrainConfig:
         (:func:`~finpulse.models.headline_style.to_headline_style`), drawn afresh each epoch.
     :param news_select: select the epoch on the mean of the tweet dev slice's score and the score
         on the news-style ``dev`` split (both macro-F1 means), instead of the tweet slice alone.
+    :param style_heads: give each task a second head for news-style text and a style gate
+        (:class:`~finpulse.models.network.MultiTaskClassifier`). The tweet heads learn from the
+        upstream tweets only (and the teacher's soft targets, if any); the news heads learn from
+        everything, tweets included, so they are never worse read than a single head trained on all
+        of it. The gate is not trained by gradient: after every epoch, before the dev slices are
+        scored, :func:`fit_style_gate` fits it as a logistic regression on the pooled vectors, the
+        news-style training texts (1) against the training tweets as written (0). Starting from a
+        one-head checkpoint (``init_from``), the news heads start as copies of its heads. Not combined
+        with ``rdrop_weight``.
     :param fake_quant: train through the export's int8 weight rounding
         (:func:`finpulse.models.qat.fake_quantize_linear_weights`); needed when continuing from a
         checkpoint rebuilt from an int8 model, whose weights all start on the int8 grid.
@@ -126,6 +135,7 @@ class TrainConfig:
     headline_style: float = 0.0
     news_select: bool = False
     fake_quant: bool = False
+    style_heads: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -333,6 +343,74 @@ def consistency_loss(logits_a, logits_b):
                   + F.kl_div(log_b, log_a, log_target=True, reduction="batchmean"))
 
 
+def style_heads_loss(heads: dict, topic_y, sent_y, tweet_rows: np.ndarray, loss_fn, sent_loss_fn,
+                     cfg: TrainConfig):
+    """The labelled loss of a style-head batch (see ``TrainConfig.style_heads``).
+
+    :param heads: :meth:`~finpulse.models.network.MultiTaskClassifier.all_heads` of the batch.
+    :param topic_y: topic labels (``IGNORE`` where the row has none), a tensor.
+    :param sent_y: sentiment labels, likewise.
+    :param tweet_rows: which rows are upstream tweets (numpy bool).
+    :param loss_fn: the topic cross-entropy (``ignore_index=IGNORE``).
+    :param sent_loss_fn: the sentiment cross-entropy.
+    :param cfg: supplies ``sentiment_weight``.
+    """
+    import torch
+
+    tweets = torch.from_numpy(tweet_rows).to(topic_y.device)
+    loss = torch.zeros((), device=topic_y.device)
+    for prefix, keep in (("", tweets), ("news_", None)):  # tweet heads: tweets only; news heads: all rows
+        ty = topic_y if keep is None else torch.where(keep, topic_y, IGNORE)
+        sy = sent_y if keep is None else torch.where(keep, sent_y, IGNORE)
+        if (ty != IGNORE).any():
+            loss = loss + loss_fn(heads[prefix + "topic"], ty)
+        if (sy != IGNORE).any():
+            loss = loss + cfg.sentiment_weight * sent_loss_fn(heads[prefix + "sentiment"], sy)
+    return loss
+
+
+def fit_style_gate(model, tokenizer, tweet_texts: list[str], news_texts: list[str], device=None,
+                   max_tweets: int = 8000, seed: int = 13) -> dict:
+    """Fit a style-head model's gate: a logistic regression (scikit-learn) on its pooled vectors.
+
+    The encoder and heads are unchanged; the gate's weight and bias are overwritten. Classes are
+    weighted to balance (there are many more tweets than news-style texts).
+
+    :param model: a :class:`~finpulse.models.network.MultiTaskClassifier` with style heads (left in
+        train mode afterwards).
+    :param tokenizer: the training tokenizer.
+    :param tweet_texts: tweets as written (class 0); a random ``max_tweets`` of them are used.
+    :param news_texts: news-style texts (class 1).
+    :param device: torch device of the model (default CPU).
+    :param max_tweets: cap on the tweets used.
+    :param seed: seed of the tweet sample.
+    :returns: ``{"tweets", "news", "train_accuracy"}``.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from .tokenize import encode_batch
+
+    tweets = random.Random(seed).sample(tweet_texts, min(max_tweets, len(tweet_texts)))
+    news = sorted(set(news_texts))
+    texts = tweets + news
+    model.eval()
+    pooled = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 128):
+            ids, mask, _ = encode_batch(tokenizer, [normalize_text(t) for t in texts[i:i + 128]])
+            pooled.append(model.pooled(torch.from_numpy(ids).to(device or "cpu"),
+                                       torch.from_numpy(mask).to(device or "cpu")).float().cpu().numpy())
+    model.train()
+    x = np.concatenate(pooled)
+    y = np.array([0] * len(tweets) + [1] * len(news))
+    clf = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x, y)
+    with torch.no_grad():
+        model.style_gate.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
+        model.style_gate.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
+    return {"tweets": len(tweets), "news": len(news), "train_accuracy": round(float(clf.score(x, y)), 4)}
+
+
 def teacher_logits(teacher_dir: str, cfg: TrainConfig, examples: list[Example], tokenizer,
                    device) -> tuple[np.ndarray, np.ndarray, dict]:
     """The teacher's topic and sentiment logits on ``examples``, and its recipe.
@@ -366,6 +444,10 @@ def train(cfg: TrainConfig) -> dict:
 
     from .network import MultiTaskClassifier, save_checkpoint
 
+    if cfg.style_heads and cfg.rdrop_weight:
+        raise ValueError("style_heads and rdrop_weight are not combined; set rdrop_weight to 0")
+    if cfg.style_heads and not cfg.news_repeat:
+        raise ValueError("style_heads needs the news-style training split (news_repeat >= 1)")
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -408,10 +490,16 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.init_from:
         from .network import load_checkpoint
 
-        model = load_checkpoint(cfg.init_from).to(device)
+        model = load_checkpoint(cfg.init_from)
+        if model.style_heads and not cfg.style_heads:
+            raise ValueError(f"{cfg.init_from} has style heads; continue it with style_heads=True")
+        if cfg.style_heads:
+            model.add_style_heads()
+        model = model.to(device)
         model.train()
     else:
-        model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout).to(device)
+        model = MultiTaskClassifier.from_base(base, len(TOPIC_LABELS), len(SENTIMENT_LABELS), cfg.dropout,
+                                              cfg.style_heads).to(device)
     if cfg.freeze_word_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     if cfg.fake_quant:
@@ -483,7 +571,12 @@ def train(cfg: TrainConfig) -> dict:
             ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
             ty = torch.from_numpy(topic_y[batch]).to(device)
             sy = torch.from_numpy(sent_y[batch]).to(device)
-            if cfg.rdrop_weight:
+            rows = is_tweet[batch]  # the teacher learnt from tweets: its targets apply to the tweets only
+            if cfg.style_heads:
+                heads = model.all_heads(ids_t, mask_t)
+                loss = style_heads_loss(heads, ty, sy, rows, loss_fn, sent_loss_fn, cfg)
+                t_logits, s_logits = heads["topic"], heads["sentiment"]  # the teacher's targets: tweet heads
+            elif cfg.rdrop_weight:
                 # one forward pass over the batch twice: independent dropout masks per copy
                 t_both, s_both = model(ids_t.repeat(2, 1), mask_t.repeat(2, 1))
                 (t_logits, t_other), (s_logits, s_other) = t_both.chunk(2), s_both.chunk(2)
@@ -491,12 +584,12 @@ def train(cfg: TrainConfig) -> dict:
                 t_logits, s_logits, ty, sy = t_both, s_both, ty.repeat(2), sy.repeat(2)
             else:
                 t_logits, s_logits = model(ids_t, mask_t)
-            loss = torch.zeros((), device=device)
-            if (ty != IGNORE).any():
-                loss = loss + loss_fn(t_logits, ty)
-            if (sy != IGNORE).any():
-                loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
-            rows = is_tweet[batch]  # the teacher learnt from tweets: its targets apply to the tweets only
+            if not cfg.style_heads:
+                loss = torch.zeros((), device=device)
+                if (ty != IGNORE).any():
+                    loss = loss + loss_fn(t_logits, ty)
+                if (sy != IGNORE).any():
+                    loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
             if soft_t is not None and soft_s is not None and rows.any():  # the teacher sets both or neither
                 copies = 2 if cfg.rdrop_weight else 1
                 sel = torch.from_numpy(np.tile(rows, copies)).to(device)
@@ -520,9 +613,15 @@ def train(cfg: TrainConfig) -> dict:
         bar.close()
         scored = model if ema is None else ema.module
         assert isinstance(scored, MultiTaskClassifier)  # AveragedModel.module is a deep copy of model
+        gate_fit = None
+        if cfg.style_heads:
+            gate_fit = fit_style_gate(scored, tokenizer, [e.text for e, tw in zip(train_set, is_tweet, strict=True)
+                                                          if tw], [e.text for e in news_train], device)
         dev = dev_report(scored, tokenizer, dev_set, device)
         score = dev_score(dev)
         entry = {"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score}
+        if gate_fit is not None:
+            entry["style_gate"] = gate_fit
         if news_dev:
             news = dev_report(scored, tokenizer, news_dev, device)
             entry.update(news_dev=news, tweet_dev_score=score, news_dev_score=dev_score(news))

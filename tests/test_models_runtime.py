@@ -150,3 +150,32 @@ def test_onnx_fp32_export_matches_pytorch(tmp_path):
     ox_t, ox_s = sess.run(None, {"input_ids": ids, "attention_mask": mask})
     assert np.abs(pt_t.numpy() - ox_t).max() < 1e-3
     assert np.abs(pt_s.numpy() - ox_s).max() < 1e-3
+
+
+def test_style_head_export_matches_pytorch(tmp_path):
+    """A style-head network exports as one graph: the gate and both heads' mix are in the ONNX model."""
+    from finpulse.models.export import export_fp32
+    from finpulse.models.network import MultiTaskClassifier, base_encoder_dir, save_checkpoint
+    from finpulse.models.normalize import normalize_text
+    from finpulse.models.tokenize import encode_batch, load_tokenizer
+
+    torch.manual_seed(1)
+    model = MultiTaskClassifier.from_base(base_encoder_dir(), 20, 3, style_heads=True).eval()
+    with torch.no_grad():  # a gate that is not 0.5 everywhere and news heads unlike the tweet heads
+        for module in (model.style_gate, model.news_topic_head, model.news_sentiment_head):
+            module.weight.normal_(0, 0.2)
+    save_checkpoint(model, tmp_path / "ckpt", {"n_topics": 20, "n_sentiments": 3, "style_heads": True})
+    onnx_path = export_fp32(tmp_path / "ckpt", tmp_path / "model.fp32.onnx")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tok = load_tokenizer(base_encoder_dir() / "tokenizer.json", 128)
+    texts = ["$AAPL beats estimates", "Regulators close a regional lender after a run on deposits", "Oil"]
+    ids, mask, _ = encode_batch(tok, [normalize_text(t) for t in texts])
+    with torch.no_grad():
+        pt_t, pt_s = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        gate = torch.sigmoid(model.all_heads(torch.from_numpy(ids), torch.from_numpy(mask))["style"])
+    assert ((gate > 0.05) & (gate < 0.95)).any() or (gate.max() - gate.min()) > 0.01  # the mix matters
+    ox_t, ox_s = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert np.abs(pt_t.numpy() - ox_t).max() < 1e-3
+    assert np.abs(pt_s.numpy() - ox_s).max() < 1e-3

@@ -240,3 +240,105 @@ def test_choose_release_guards_the_exported_release_against_the_release_in_force
     sel = manifest["selection"]
     assert sel["alpha"] == 0.5 and sel["reference_version"] == load_manifest(ARTIFACT_DIR)["version"]
     assert sel["news_dev"] == res["candidates"][0]["news"] and sel["guard"] == list(RELEASE_GUARD)
+
+
+def _encode(texts):
+    from finpulse.models.network import base_encoder_dir
+    from finpulse.models.normalize import normalize_text
+    from finpulse.models.tokenize import encode_batch, load_tokenizer
+
+    ids, mask, _ = encode_batch(load_tokenizer(base_encoder_dir() / "tokenizer.json", 24),
+                                [normalize_text(t) for t in texts])
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def test_style_heads_train_apart_and_the_gate_picks_between_them(tmp_path):
+    from finpulse.models.network import load_checkpoint, mix_by_style
+
+    _tiny(tmp_path / "s", news_repeat=2, headline_style=0.5, style_heads=True, lr=5e-4)
+    assert json.loads((tmp_path / "s" / "recipe.json").read_text())["style_heads"] is True
+    w = torch.load(tmp_path / "s" / "weights.pt", weights_only=True)
+    # the news heads started as copies of the tweet heads; they learn from other rows, so they part
+    assert not torch.equal(w["news_sentiment_head.weight"], w["sentiment_head.weight"])
+    assert not torch.equal(w["news_topic_head.weight"], w["topic_head.weight"])
+    assert w["style_gate.weight"].abs().sum() > 0  # the gate started at zero and was fitted
+    history = json.loads((tmp_path / "s" / "history.json").read_text())["history"]
+    assert history[0]["style_gate"]["news"] > 0 and history[0]["style_gate"]["train_accuracy"] > 0.5
+    model = load_checkpoint(tmp_path / "s")
+    ids, mask = _encode(["$TSLA to the moon!!", "Regional lender shut down by regulators after deposit run"])
+    with torch.no_grad():
+        heads = model.all_heads(ids, mask)
+        topic, sentiment = model(ids, mask)
+    assert torch.allclose(topic, mix_by_style(heads)[0]) and torch.allclose(sentiment, mix_by_style(heads)[1])
+    # a gate sure of "tweet" gives the tweet heads' logits, sure of "news" the news heads'
+    for style, prefix in ((-60.0, ""), (60.0, "news_")):
+        t, s = mix_by_style({**heads, "style": torch.full_like(heads["style"], style)})
+        assert torch.allclose(t, heads[prefix + "topic"]) and torch.allclose(s, heads[prefix + "sentiment"])
+
+
+def test_a_one_head_checkpoint_continues_with_style_heads_copied_from_its_heads(tmp_path):
+    _tiny(tmp_path / "one")
+    _tiny(tmp_path / "two", init_from=str(tmp_path / "one"), style_heads=True, news_repeat=1, lr=0.0)
+    one = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "weights.pt", weights_only=True)
+    for task in ("topic", "sentiment"):  # nothing learnt at lr 0: both heads are the checkpoint's head
+        assert torch.equal(two[f"news_{task}_head.weight"], one[f"{task}_head.weight"])
+        assert torch.equal(two[f"{task}_head.weight"], one[f"{task}_head.weight"])
+    # the gate is fitted after the epoch (not learnt by gradient): recorded with the epoch
+    gate = json.loads((tmp_path / "two" / "history.json").read_text())["history"][0]["style_gate"]
+    assert gate["tweets"] > 0 and gate["news"] > 0
+    with pytest.raises(ValueError, match="has style heads"):
+        _tiny(tmp_path / "back", init_from=str(tmp_path / "two"))
+    with pytest.raises(ValueError, match="rdrop"):
+        _tiny(tmp_path / "rd", style_heads=True, news_repeat=1, rdrop_weight=1.0)
+    with pytest.raises(ValueError, match="news_repeat"):
+        _tiny(tmp_path / "nn", style_heads=True)
+
+
+def test_with_style_heads_puts_a_one_head_state_in_style_head_form():
+    from transformers import BertConfig
+
+    from finpulse.models.network import MultiTaskClassifier, with_style_heads
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    one = MultiTaskClassifier(config, 4, 3).state_dict()
+    styled = MultiTaskClassifier(config, 4, 3, style_heads=True).state_dict()
+    out = with_style_heads(one, styled)
+    assert set(out) == set(styled)
+    assert torch.equal(out["news_topic_head.weight"], one["topic_head.weight"])
+    assert torch.equal(out["news_sentiment_head.bias"], one["sentiment_head.bias"])
+    assert torch.equal(out["style_gate.weight"], styled["style_gate.weight"])
+    assert with_style_heads(styled, styled) is styled
+
+
+def test_a_style_head_candidate_blends_with_a_one_head_release(tmp_path):
+    """The release path with a style-head candidate: blended, exported as it ships, recorded."""
+    from finpulse.models.export import ARTIFACT_DIR
+    from finpulse.models.manifest import load_manifest
+    from finpulse.models.release import choose_release
+
+    _tiny(tmp_path / "a")
+    _tiny(tmp_path / "b", lr=5e-4, news_repeat=1, style_heads=True)
+    res = choose_release(tmp_path / "a", tmp_path / "b", tmp_path / "rel", reference=ARTIFACT_DIR,
+                         version="v-style", alphas=(0.5,), max_drop=1.0, work_dir=tmp_path / "w")
+    assert res["alpha"] == 0.5
+    manifest = load_manifest(tmp_path / "rel")
+    assert manifest["recipe"]["style_heads"] is True
+    blend = torch.load(tmp_path / "w" / "alpha-0.500" / "ckpt" / "weights.pt", weights_only=True)
+    a = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
+    # the release's one head is the start of both heads' paths; the gate is the candidate's
+    assert torch.allclose(blend["news_sentiment_head.weight"],
+                          0.5 * a["sentiment_head.weight"] + 0.5 * b["news_sentiment_head.weight"])
+    assert torch.equal(blend["style_gate.weight"], b["style_gate.weight"])
+
+
+def test_train_cli_passes_style_heads_through():
+    from click.testing import CliRunner
+
+    from finpulse.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--style-heads", "--limit", "8", "--out-dir", "unused"])
+    # the flag reaches the trainer, which refuses style heads without the news-style training split
+    assert res.exit_code != 0 and "news_repeat" in str(res.exception)
