@@ -49,7 +49,7 @@ class MultiTaskClassifier(nn.Module):
         self.sentiment_head = nn.Linear(config.hidden_size, n_sentiments)
         self.style_heads = False
         if style_heads:
-            self.add_style_heads(copy=False)
+            self.add_style_heads()
 
     @classmethod
     def from_base(cls, encoder_dir: str | Path, n_topics: int, n_sentiments: int, dropout: float = 0.1,
@@ -59,15 +59,11 @@ class MultiTaskClassifier(nn.Module):
         model = cls(config, n_topics, n_sentiments, dropout, style_heads)
         encoder = BertModel.from_pretrained(str(encoder_dir), add_pooling_layer=False)
         model.encoder.load_state_dict(encoder.state_dict())
-        if style_heads:
-            model.copy_heads_to_news()
         return model
 
-    def add_style_heads(self, copy: bool = True) -> None:
-        """Give a one-head network the news-style heads and the style gate (no-op if it has them).
-
-        :param copy: start them with :meth:`copy_heads_to_news` (else freshly initialised).
-        """
+    def add_style_heads(self) -> None:
+        """Give a one-head network the news-style heads, copies of its heads, and an undecided style
+        gate (0.5 everywhere); a no-op if it has them."""
         if self.style_heads:
             return
         hidden = self.topic_head.in_features
@@ -75,11 +71,6 @@ class MultiTaskClassifier(nn.Module):
         self.news_sentiment_head = nn.Linear(hidden, self.sentiment_head.out_features)
         self.style_gate = nn.Linear(hidden, 1)
         self.style_heads = True
-        if copy:
-            self.copy_heads_to_news()
-
-    def copy_heads_to_news(self) -> None:
-        """Start the news-style heads as copies of the tweet heads and the gate undecided (0.5)."""
         with torch.no_grad():
             self.news_topic_head.load_state_dict(self.topic_head.state_dict())
             self.news_sentiment_head.load_state_dict(self.sentiment_head.state_dict())
@@ -101,7 +92,7 @@ class MultiTaskClassifier(nn.Module):
         if self.style_heads:
             out["news_topic"] = self.news_topic_head(pooled)
             out["news_sentiment"] = self.news_sentiment_head(pooled)
-            # the gate reads the pooled vector without shaping it: telling the styles apart is its job
+            # the gate is fitted on the pooled vectors (train.fit_style_gate), never learnt through them
             out["style"] = self.style_gate(pooled.detach()).squeeze(-1)
         return out
 
@@ -177,6 +168,17 @@ def load_checkpoint(ckpt_dir: str | Path, attn_implementation: str | None = None
     return model
 
 
+def _batches(tokenizer, texts, device=None, batch_size: int = 64):
+    """``(input_ids, attention_mask)`` tensors on ``device`` for ``texts``, normalised and tokenised as
+    at run time, ``batch_size`` texts at a time."""
+    from .normalize import normalize_text
+    from .tokenize import encode_batch
+
+    for i in range(0, len(texts), batch_size):
+        ids, mask, _ = encode_batch(tokenizer, [normalize_text(t) for t in texts[i:i + batch_size]])
+        yield torch.from_numpy(ids).to(device or "cpu"), torch.from_numpy(mask).to(device or "cpu")
+
+
 def torch_logits(model: MultiTaskClassifier, tokenizer, texts, device=None, batch_size: int = 64):
     """Run the PyTorch model over ``texts`` (normalised and tokenised as at run time).
 
@@ -189,20 +191,27 @@ def torch_logits(model: MultiTaskClassifier, tokenizer, texts, device=None, batc
     """
     import numpy as np
 
-    from .normalize import normalize_text
-    from .tokenize import encode_batch
-
     outs_t, outs_s = [], []
     with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            ids, mask, _ = encode_batch(tokenizer, [normalize_text(t) for t in texts[i:i + batch_size]])
-            t, s = model(torch.from_numpy(ids).to(device or "cpu"), torch.from_numpy(mask).to(device or "cpu"))
+        for ids, mask in _batches(tokenizer, texts, device, batch_size):
+            t, s = model(ids, mask)
             outs_t.append(t.float().cpu().numpy())
             outs_s.append(s.float().cpu().numpy())
     if not outs_t:
         return (np.zeros((0, model.topic_head.out_features), np.float32),
                 np.zeros((0, model.sentiment_head.out_features), np.float32))
     return np.concatenate(outs_t), np.concatenate(outs_s)
+
+
+def torch_pooled(model: MultiTaskClassifier, tokenizer, texts, device=None, batch_size: int = 128):
+    """The pooled vectors of ``texts`` (what the heads read), as a numpy array; arguments as
+    :func:`torch_logits` (put the model in eval mode first, else dropout applies)."""
+    import numpy as np
+
+    with torch.no_grad():
+        out = [model.pooled(ids, mask).float().cpu().numpy() for ids, mask in _batches(tokenizer, texts, device,
+                                                                                        batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.topic_head.in_features), np.float32)
 
 
 def read_recipe(ckpt_dir: str | Path) -> dict:

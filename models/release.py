@@ -83,9 +83,9 @@ def choose_release(start: str | Path, tuned: str | Path, out_dir: str | Path, *,
     log.info("reference %s: tweet %s news %s", reference, ref["tweet"], ref["news"])
     work = Path(work_dir) if work_dir else Path(out_dir).parent / f".{Path(out_dir).name}.work"
     b_state = load_checkpoint(tuned).state_dict()
-    # a one-head release blended with a style-head candidate: both of its heads start from the release's
-    a_state = with_style_heads(load_checkpoint(start).state_dict(), b_state) if "style_gate.weight" in b_state \
-        else load_checkpoint(start).state_dict()
+    a_state = load_checkpoint(start).state_dict()
+    if "style_gate.weight" in b_state:  # a one-head release and a style-head candidate: both heads start at its head
+        a_state = with_style_heads(a_state, b_state)
     candidates: list[dict[str, Any]] = []
     for alpha in alphas:
         tag = f"alpha-{alpha:.3f}"

@@ -94,9 +94,9 @@ class TrainConfig:
     :param style_heads: give each task a second head for news-style text and a style gate
         (:class:`~finpulse.models.network.MultiTaskClassifier`). The tweet heads learn from the
         upstream tweets only (and the teacher's soft targets, if any); the news heads learn from
-        everything, tweets included, so they are never worse read than a single head trained on all
-        of it. The gate is not trained by gradient: after every epoch, before the dev slices are
-        scored, :func:`fit_style_gate` fits it as a logistic regression on the pooled vectors, the
+        everything, tweets included, as a one-head model trained on all of it would. The gate is
+        not trained by gradient: after every epoch, before the dev slices are scored,
+        :func:`fit_style_gate` fits it as a logistic regression on the pooled vectors, the
         news-style training texts (1) against the training tweets as written (0). Starting from a
         one-head checkpoint (``init_from``), the news heads start as copies of its heads. Not combined
         with ``rdrop_weight``.
@@ -343,9 +343,31 @@ def consistency_loss(logits_a, logits_b):
                   + F.kl_div(log_b, log_a, log_target=True, reduction="batchmean"))
 
 
+def labelled_loss(t_logits, s_logits, topic_y, sent_y, loss_fn, sent_loss_fn, cfg: TrainConfig):
+    """Cross-entropy of both heads on the rows labelled for them (``IGNORE`` elsewhere), summed.
+
+    :param t_logits: topic logits, ``(batch, topics)``.
+    :param s_logits: sentiment logits, ``(batch, sentiments)``.
+    :param topic_y: topic labels, a tensor.
+    :param sent_y: sentiment labels, a tensor.
+    :param loss_fn: the topic cross-entropy (``ignore_index=IGNORE``).
+    :param sent_loss_fn: the sentiment cross-entropy.
+    :param cfg: supplies ``sentiment_weight``.
+    """
+    import torch
+
+    loss = torch.zeros((), device=topic_y.device)
+    if (topic_y != IGNORE).any():
+        loss = loss + loss_fn(t_logits, topic_y)
+    if (sent_y != IGNORE).any():
+        loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sent_y)
+    return loss
+
+
 def style_heads_loss(heads: dict, topic_y, sent_y, tweet_rows: np.ndarray, loss_fn, sent_loss_fn,
                      cfg: TrainConfig):
-    """The labelled loss of a style-head batch (see ``TrainConfig.style_heads``).
+    """The labelled loss of a style-head batch (see ``TrainConfig.style_heads``): :func:`labelled_loss`
+    of the tweet heads on the tweet rows plus that of the news heads on every row.
 
     :param heads: :meth:`~finpulse.models.network.MultiTaskClassifier.all_heads` of the batch.
     :param topic_y: topic labels (``IGNORE`` where the row has none), a tensor.
@@ -358,15 +380,10 @@ def style_heads_loss(heads: dict, topic_y, sent_y, tweet_rows: np.ndarray, loss_
     import torch
 
     tweets = torch.from_numpy(tweet_rows).to(topic_y.device)
-    loss = torch.zeros((), device=topic_y.device)
-    for prefix, keep in (("", tweets), ("news_", None)):  # tweet heads: tweets only; news heads: all rows
-        ty = topic_y if keep is None else torch.where(keep, topic_y, IGNORE)
-        sy = sent_y if keep is None else torch.where(keep, sent_y, IGNORE)
-        if (ty != IGNORE).any():
-            loss = loss + loss_fn(heads[prefix + "topic"], ty)
-        if (sy != IGNORE).any():
-            loss = loss + cfg.sentiment_weight * sent_loss_fn(heads[prefix + "sentiment"], sy)
-    return loss
+    return (labelled_loss(heads["topic"], heads["sentiment"], torch.where(tweets, topic_y, IGNORE),
+                          torch.where(tweets, sent_y, IGNORE), loss_fn, sent_loss_fn, cfg)
+            + labelled_loss(heads["news_topic"], heads["news_sentiment"], topic_y, sent_y, loss_fn,
+                            sent_loss_fn, cfg))
 
 
 def fit_style_gate(model, tokenizer, tweet_texts: list[str], news_texts: list[str], device=None,
@@ -389,20 +406,13 @@ def fit_style_gate(model, tokenizer, tweet_texts: list[str], news_texts: list[st
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from .tokenize import encode_batch
+    from .network import torch_pooled
 
     tweets = random.Random(seed).sample(tweet_texts, min(max_tweets, len(tweet_texts)))
     news = sorted(set(news_texts))
-    texts = tweets + news
     model.eval()
-    pooled = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 128):
-            ids, mask, _ = encode_batch(tokenizer, [normalize_text(t) for t in texts[i:i + 128]])
-            pooled.append(model.pooled(torch.from_numpy(ids).to(device or "cpu"),
-                                       torch.from_numpy(mask).to(device or "cpu")).float().cpu().numpy())
+    x = torch_pooled(model, tokenizer, tweets + news, device)
     model.train()
-    x = np.concatenate(pooled)
     y = np.array([0] * len(tweets) + [1] * len(news))
     clf = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x, y)
     with torch.no_grad():
@@ -553,6 +563,7 @@ def train(cfg: TrainConfig) -> dict:
     started = time.time()
     step = 0
     model.train()
+    tweet_texts = [e.text for e, tw in zip(train_set, is_tweet, strict=True) if tw]  # the style gate's class 0
     for epoch in range(cfg.epochs):
         if cfg.headline_style:
             pick = np.array([rng.random() < cfg.headline_style for _ in range(len(train_set))])
@@ -585,11 +596,7 @@ def train(cfg: TrainConfig) -> dict:
             else:
                 t_logits, s_logits = model(ids_t, mask_t)
             if not cfg.style_heads:
-                loss = torch.zeros((), device=device)
-                if (ty != IGNORE).any():
-                    loss = loss + loss_fn(t_logits, ty)
-                if (sy != IGNORE).any():
-                    loss = loss + cfg.sentiment_weight * sent_loss_fn(s_logits, sy)
+                loss = labelled_loss(t_logits, s_logits, ty, sy, loss_fn, sent_loss_fn, cfg)
             if soft_t is not None and soft_s is not None and rows.any():  # the teacher sets both or neither
                 copies = 2 if cfg.rdrop_weight else 1
                 sel = torch.from_numpy(np.tile(rows, copies)).to(device)
@@ -615,8 +622,7 @@ def train(cfg: TrainConfig) -> dict:
         assert isinstance(scored, MultiTaskClassifier)  # AveragedModel.module is a deep copy of model
         gate_fit = None
         if cfg.style_heads:
-            gate_fit = fit_style_gate(scored, tokenizer, [e.text for e, tw in zip(train_set, is_tweet, strict=True)
-                                                          if tw], [e.text for e in news_train], device)
+            gate_fit = fit_style_gate(scored, tokenizer, tweet_texts, [e.text for e in news_train], device)
         dev = dev_report(scored, tokenizer, dev_set, device)
         score = dev_score(dev)
         entry = {"epoch": epoch + 1, "train_loss": running, "dev": dev, "dev_score": score}
