@@ -635,7 +635,7 @@ _NS_OPTION = click.option("--namespace", default=None, help="run namespace (defa
 @_NS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def model_list(namespace: str | None, as_json: bool) -> None:
-    """The base model and the model directory's versions; which is in force and which is the shadow."""
+    """The base model, the bundled versions and the model directory's; which is in force and which is the shadow."""
     settings, reg = _model_ctx(namespace)
     versions = reg.versions()
 
@@ -654,7 +654,8 @@ def model_list(namespace: str | None, as_json: bool) -> None:
         m = r["metrics"]
         fig = (f"topic {m['topic']['accuracy']:.3f}  sentiment {m['sentiment']['accuracy']:.3f}"
                if m.get("topic") and m.get("sentiment") else "")
-        click.echo(f"{mark} {r['version']:<32} {'base' if r['base'] else '    '}  {fig}")
+        kind = "base" if r["base"] else "bundled" if r["bundled"] else ""
+        click.echo(f"{mark} {r['version']:<32} {kind:<7}  {fig}")
     if active not in {r["version"] for r in rows}:
         click.echo(f"! the version in force, {active}, is not in this model directory", err=True)
     click.echo("(* in force, s shadow)")

@@ -12,6 +12,9 @@ from .exceptions import ManifestError
 from .labels import SENTIMENT_LABELS, TOPIC_LABELS
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+"""Other complete model versions shipped as read-only package data, one folder each (e.g. the news-first
+release): promotable without ``finpulse model add`` (:class:`~finpulse.models.registry.ModelRegistry`)."""
 REQUIRED_KEYS = ("version", "files", "labels", "max_length", "inputs", "outputs")
 
 

@@ -6,7 +6,8 @@ version, each a complete exported model (``manifest.json`` and the files it list
 sha256), e.g. written by ``finpulse export --out-dir <models dir>/<version>`` or copied in by
 ``finpulse model add``. The shipped model (``models/artifacts`` in the package, or
 ``Settings.model_dir``) is always available as the *base* version: it is what scores when nothing
-was promoted, and it is never written to.
+was promoted, and it is never written to. Other versions shipped in the package (``models/bundled``,
+e.g. the news-first release) are listed and promotable as they are, read-only like the base.
 
 Which version scores is not decided here: see :mod:`finpulse.models.lifecycle`.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ManifestError, ModelVersionError
-from .manifest import DEFAULT_MODEL_DIR, load_manifest
+from .manifest import BUNDLED_DIR, DEFAULT_MODEL_DIR, load_manifest
 
 
 def default_models_dir() -> Path:
@@ -38,19 +39,21 @@ class ModelVersion:
     :param path: its directory.
     :param base: whether it is the base (shipped or ``model_dir``) model.
     :param manifest: the manifest (files not re-hashed when listing).
+    :param bundled: shipped in the package beside the base (read-only, promotable as it is).
     """
 
     version: str
     path: Path
     base: bool
     manifest: dict[str, Any]
+    bundled: bool = False
 
     def summary(self) -> dict[str, Any]:
-        """Version, path, whether it is the base model, and its int8 metrics (for listings)."""
+        """Version, path, whether it is the base or a bundled model, its int8 metrics and purpose (for listings)."""
         metrics = self.manifest.get("metrics", {})
-        return {"version": self.version, "path": str(self.path), "base": self.base,
-                "metrics": metrics.get("int8", {}), "news_dev": metrics.get("news_dev", {}),
-                "decision": self.manifest.get("decision", {})}
+        return {"version": self.version, "path": str(self.path), "base": self.base, "bundled": self.bundled,
+                "purpose": self.manifest.get("purpose", ""), "metrics": metrics.get("int8", {}),
+                "news_dev": metrics.get("news_dev", {}), "decision": self.manifest.get("decision", {})}
 
 
 class ModelRegistry:
@@ -58,11 +61,14 @@ class ModelRegistry:
 
     :param models_dir: the model directory; ``None`` or empty = :func:`default_models_dir`.
     :param base_dir: the base model's directory; ``None`` or empty = the shipped model.
+    :param bundled_dir: the folder of bundled versions; ``None`` = the package's ``models/bundled``.
     """
 
-    def __init__(self, models_dir: str | Path | None = None, base_dir: str | Path | None = None):
+    def __init__(self, models_dir: str | Path | None = None, base_dir: str | Path | None = None,
+                 bundled_dir: str | Path | None = None):
         self.models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
         self.base_dir = Path(base_dir).expanduser() if base_dir else DEFAULT_MODEL_DIR
+        self.bundled_dir = Path(bundled_dir) if bundled_dir else BUNDLED_DIR
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelRegistry:
@@ -80,17 +86,22 @@ class ModelRegistry:
         return str(load_manifest(self.base_dir, verify=False)["version"])
 
     def versions(self) -> list[ModelVersion]:
-        """The base model first, then the model directory's versions by name (unreadable folders skipped)."""
+        """The base model first, then the bundled versions, then the model directory's, each group by
+        folder name (unreadable folders skipped; a version already listed is not listed again)."""
         base = load_manifest(self.base_dir, verify=False)
         out = [ModelVersion(str(base["version"]), Path(base["_dir"]), True, base)]
-        if self.models_dir.is_dir():
-            for sub in sorted(p for p in self.models_dir.iterdir() if (p / "manifest.json").is_file()):
+        seen = {out[0].version}
+        for folder, bundled in ((self.bundled_dir, True), (self.models_dir, False)):
+            if not folder.is_dir():
+                continue
+            for sub in sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file()):
                 try:
                     m = load_manifest(sub, verify=False)
                 except ManifestError:
                     continue
-                if str(m["version"]) != out[0].version:
-                    out.append(ModelVersion(str(m["version"]), Path(m["_dir"]), False, m))
+                if str(m["version"]) not in seen:
+                    seen.add(str(m["version"]))
+                    out.append(ModelVersion(str(m["version"]), Path(m["_dir"]), False, m, bundled))
         return out
 
     def get(self, version: str) -> ModelVersion:
@@ -102,7 +113,7 @@ class ModelRegistry:
         for v in self.versions():
             if v.version == version:
                 m = load_manifest(v.path)  # verify now: never promote or load a corrupt model
-                return ModelVersion(v.version, v.path, v.base, m)
+                return ModelVersion(v.version, v.path, v.base, m, v.bundled)
         known = ", ".join(v.version for v in self.versions())
         raise ModelVersionError(f"no model version {version!r} (known: {known}; model directory {self.models_dir})")
 

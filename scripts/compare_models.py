@@ -9,8 +9,13 @@ For each of ``--old`` and ``--new`` (model directories; default old = the shippe
   (``data/news-test``, never used to choose);
 * label stability: 3,000 validation headlines scored one at a time, then in shuffled batches of 17, 32
   and 64; labels that differ from the one-at-a-time labels are counted;
-* throughput through ``Classifier.classify`` at batch 32 on 2,000 validation headlines, old and new
-  interleaved, median of ``--repeats`` runs each.
+* throughput through ``Classifier.classify`` at batch 32 on 2,000 validation headlines (tweets) and,
+  when ``../shared/streams`` is there, on 2,000 real news headlines (the BBC Business stream's titles:
+  what a routed release sends to its news reader), old and new interleaved, median of ``--repeats``
+  runs each.
+
+The stability set mixes 2,500 validation tweets with 500 news-style headlines so that a routed
+release has rows for both readers in most batches.
 
 Usage: python scripts/compare_models.py --new DIR [--old DIR] [--repeats 5] [--out docs/model-compare.json]
 """
@@ -30,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finpulse.models import Classifier  # noqa: E402
-from finpulse.models.data import NEWS_FILE, NEWS_TEST_FILE, load_split  # noqa: E402
+from finpulse.models.data import NEWS_FILE, NEWS_TEST_FILE, load_news, load_split  # noqa: E402
 from finpulse.models.labels import SENTIMENT_LABELS, TOPIC_LABELS  # noqa: E402
 from finpulse.models.metrics import classification_report  # noqa: E402
 
@@ -102,22 +107,31 @@ def main() -> None:
                  "versions": {k: c.model_version for k, c in models.items()}}
     valid = [e.text for e in load_split("topic", "valid")] + [e.text for e in load_split("sentiment", "valid")]
     random.Random(7).shuffle(valid)
+    news_dev = [e.text for e in load_news("dev") if e.task == "sentiment"]
+    mixed = valid[:2500] + news_dev[:500]
+    random.Random(8).shuffle(mixed)
     for k, clf in models.items():
         out[k] = {"upstream_valid_int8": upstream(clf), "news_dev": news_set(clf),
-                  "news_test": news_set(clf, NEWS_TEST_FILE, "test"), "stability": stability(clf, valid[:3000])}
+                  "news_test": news_set(clf, NEWS_TEST_FILE, "test"), "stability": stability(clf, mixed)}
         print(k, json.dumps(out[k]), flush=True)
-    bench = valid[:2000]
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for _ in range(args.repeats):
-        for k, clf in models.items():
-            t0 = time.perf_counter()
-            for i in range(0, len(bench), 32):
-                clf.classify(bench[i:i + 32])
-            times[k].append(len(bench) / (time.perf_counter() - t0))
-    out["throughput_batch32"] = {k: {"median_headlines_per_s": round(statistics.median(v), 1),
-                                     "runs": [round(x, 1) for x in v]} for k, v in times.items()}
-    out["throughput_batch32"]["new_vs_old"] = round(
-        statistics.median(times["new"]) / statistics.median(times["old"]) - 1, 4)
+    benches = {"throughput_batch32": valid[:2000]}
+    stream = ROOT.parent / "shared" / "streams" / "bbc_business_2022-2024.csv"
+    if stream.exists():
+        import csv
+
+        with open(stream, newline="", encoding="utf-8") as fh:
+            benches["throughput_batch32_news"] = [r["title"] for r in csv.DictReader(fh)][:2000]
+    for name, bench in benches.items():
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(args.repeats):
+            for k, clf in models.items():
+                t0 = time.perf_counter()
+                for i in range(0, len(bench), 32):
+                    clf.classify(bench[i:i + 32])
+                times[k].append(len(bench) / (time.perf_counter() - t0))
+        out[name] = {k: {"median_headlines_per_s": round(statistics.median(v), 1),
+                         "runs": [round(x, 1) for x in v]} for k, v in times.items()}
+        out[name]["new_vs_old"] = round(statistics.median(times["new"]) / statistics.median(times["old"]) - 1, 4)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

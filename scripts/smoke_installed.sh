@@ -109,6 +109,15 @@ grep -qx "finpulse $("$VBIN/python" -c 'from importlib.metadata import version; 
 run classify finpulse classify "Fed hikes rates"
 grep -q '"sentiment"' "$WORK/logs/classify.log" || fail "classify printed no result"
 
+# the bundled news-first release: listed, checked (sha256) and scoring from the installed package
+run bundled "$VBIN/python" -c 'import sys
+from finpulse.models import Classifier
+from finpulse.models.registry import ModelRegistry
+v = ModelRegistry(sys.argv[1]).get("minilm-news-2026.11.29")
+assert v.bundled and "site-packages" in str(v.path), v.path
+print(Classifier(v.path, device="cpu").classify(["Regional lender collapses after a deposit run"])[0])' "$WORK/models"
+grep -q "minilm-news-2026.11.29" "$WORK/logs/bundled.log" || fail "the bundled news-first release did not score"
+
 run demo finpulse demo --once
 tail -n 1 "$WORK/logs/demo.log" | grep -q '^processed=' || fail "demo printed no summary line"
 

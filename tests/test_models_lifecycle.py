@@ -17,7 +17,7 @@ BASE = Classifier(device="cpu", verify=False).model_version
 
 
 def test_registry_lists_the_base_and_the_directory_and_refuses_corrupt_or_existing(tmp_path):
-    reg = ModelRegistry(tmp_path / "models")
+    reg = ModelRegistry(tmp_path / "models", bundled_dir=tmp_path / "no-bundled")
     assert [v.version for v in reg.versions()] == [BASE]  # no model directory yet: the shipped model only
     src = make_version(tmp_path / "exported", "v-b")
     added = reg.add(src)
@@ -119,3 +119,32 @@ def test_the_earlier_releases_in_the_repository_are_intact_and_promotable(tmp_pa
         alone = [clf.classify([t])[0] for t in texts]
         assert [(r["topic"], r["sentiment"]) for r in together] == [(r["topic"], r["sentiment"]) for r in alone]
         assert all(r["model_version"] == added.version for r in together)
+
+
+def test_the_bundled_news_first_release_is_promotable_as_shipped_and_reads_news(tmp_path):
+    """``models/bundled/<version>`` ships in the wheel: listed after the base, verified on ``get``, never
+    copied; on the held-out news set it reads polar news far better than the base (docs/model-card.md)."""
+    import csv
+
+    from finpulse.models.data import NEWS_TEST_FILE
+    from finpulse.models.manifest import BUNDLED_DIR
+
+    reg = ModelRegistry(tmp_path / "models")
+    bundled = [v for v in reg.versions() if v.bundled]
+    assert [v.version for v in bundled] == sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())
+    news = reg.get("minilm-news-2026.11.29")
+    assert news.bundled and not news.base and news.path.parent == BUNDLED_DIR and "news-first" in news.summary()["purpose"]
+    assert not (tmp_path / "models").exists()  # listed and promotable without a copy
+    with open(NEWS_TEST_FILE, newline="", encoding="utf-8") as fh:
+        polar = [r for r in csv.DictReader(fh) if r["sentiment"] != "neutral"]
+    texts = [r["headline"] for r in polar]
+
+    def sign_accuracy(clf: Classifier) -> float:
+        return sum(p["sentiment"] == r["sentiment"] for p, r in zip(clf.classify(texts), polar, strict=True)) / len(polar)
+
+    news_clf = Classifier(news.path, device="cpu", verify=False)
+    base_acc, news_acc = sign_accuracy(Classifier(device="cpu", verify=False)), sign_accuracy(news_clf)
+    assert news_acc >= 0.85 and news_acc >= base_acc + 0.15, (base_acc, news_acc)
+    together = news_clf.classify(texts[:40])
+    assert [(r["topic"], r["sentiment"]) for r in together] == [
+        (r["topic"], r["sentiment"]) for r in (news_clf.classify([t])[0] for t in texts[:40])]
