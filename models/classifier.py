@@ -3,7 +3,7 @@
 Example::
 
     from finpulse.models import Classifier
-    clf = Classifier()                       # bundled model, CUDA fp16 if available else CPU int8
+    clf = Classifier()                       # shipped default model, CUDA fp16 if available else CPU int8
     clf.classify(["Fed hikes rates by 75bp", "Apple beats estimates"])
 """
 
@@ -42,7 +42,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 class Classifier:
     """Topic and sentiment for headlines, in one forward pass of the shipped ONNX model.
 
-    :param model_dir: directory with ``manifest.json``; ``None`` = the bundled model.
+    :param model_dir: directory with ``manifest.json``; ``None`` = the shipped default model.
     :param device: ``auto`` (CUDA when ``onnxruntime-gpu`` and a device are present), ``cpu`` or
         ``cuda`` (error if unavailable).
     :param variant: force ``int8`` (CPU) or ``fp16`` (GPU); default follows the device.

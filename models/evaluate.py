@@ -18,7 +18,7 @@ def logits_fn(variant: str, model_dir: str | Path | None = None, checkpoint: str
 
     :param variant: ``int8`` (shipped CPU ONNX), ``fp16`` (GPU ONNX built from it), ``fp32``
         (unshipped ONNX export, ``fp32_path``) or ``torch`` (the PyTorch checkpoint).
-    :param model_dir: artifact directory (default: bundled).
+    :param model_dir: artifact directory (default: the shipped default model).
     :param checkpoint: checkpoint directory, for ``torch``.
     :param fp32_path: the fp32 ONNX file, for ``fp32`` (default ``build/onnx/model.fp32.onnx``).
     """

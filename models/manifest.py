@@ -31,7 +31,7 @@ def load_manifest(model_dir: str | Path | None = None, verify: bool = True) -> d
     """Read and check ``<model_dir>/manifest.json``.
 
     :param model_dir: the artifact directory; ``None`` means ``$FINPULSE_MODEL_DIR`` if set, else
-        the bundled model.
+        the shipped default model (``models/artifacts``).
     :param verify: recompute each file's sha256 and compare it with the manifest.
     :returns: the manifest, with ``_dir`` set to the directory's absolute path.
     :raises ManifestError: missing or malformed manifest, a missing file, a sha256 mismatch, or

@@ -38,7 +38,7 @@ _HEAD = re.compile(rf"^/({'|'.join(_HEADS)})/Gemm_MatMul$")
 def int8_state_dict(model_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """The network's parameters as numpy arrays, read from the int8 model in ``model_dir``.
 
-    :param model_dir: a model directory with ``manifest.json``; ``None`` = the bundled model.
+    :param model_dir: a model directory with ``manifest.json``; ``None`` = the shipped default model.
     :returns: ``(state, manifest)``; ``state`` has every key of the network's ``state_dict`` except
         ``encoder.embeddings.word_embeddings.weight`` (see :func:`checkpoint_from_int8`).
     :raises ValueError: if a parameter of the network is not found in the graph.
@@ -78,7 +78,7 @@ def checkpoint_from_int8(out_dir: str | Path, model_dir: str | Path | None = Non
     """Write a training checkpoint (``weights.pt``, ``config.json``, ``recipe.json``) rebuilt from int8.
 
     :param out_dir: the checkpoint directory to write.
-    :param model_dir: the model directory to rebuild; ``None`` = the bundled model.
+    :param model_dir: the model directory to rebuild; ``None`` = the shipped default model.
     :param check_texts: texts on which the rebuilt network is compared with the int8 model.
     :returns: ``{"version", "max_abs_logit_diff", "argmax_agreement"}`` on ``check_texts``.
     :raises ValueError: if the rebuilt state does not cover the network exactly.

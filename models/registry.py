@@ -68,7 +68,7 @@ class ModelRegistry:
                  bundled_dir: str | Path | None = None):
         self.models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
         self.base_dir = Path(base_dir).expanduser() if base_dir else DEFAULT_MODEL_DIR
-        self.bundled_dir = Path(bundled_dir) if bundled_dir else BUNDLED_DIR
+        self.bundled_dir = Path(bundled_dir).expanduser() if bundled_dir else BUNDLED_DIR
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelRegistry:
@@ -120,11 +120,14 @@ class ModelRegistry:
     def add(self, src: str | Path) -> ModelVersion:
         """Copy the exported model in ``src`` into the model directory as ``<models dir>/<version>``.
 
-        The base model's own version may be added (keep it for a rollback before an upgrade changes
-        the base); it is listed once, as the base, while it is the base.
+        The base model's own version, or a bundled one, may be added (keep the one in force for a
+        rollback before an upgrade changes or drops it); it is listed once, from the package, while
+        the package has it, and from the model directory after that.
 
+        :returns: the copy in the model directory.
         :raises ManifestError: ``src`` is not a complete, intact model.
-        :raises ModelVersionError: that version exists already (versions are immutable).
+        :raises ModelVersionError: that version exists already in the model directory (versions are
+            immutable), or the package ships other files under the same version.
         """
         m = load_manifest(src)
         version = str(m["version"])
@@ -132,6 +135,11 @@ class ModelRegistry:
         if dst.exists():
             raise ModelVersionError(f"model version {version!r} exists already in {self.models_dir}; versions "
                                     "are immutable, export under a new version")
+        for shipped in self.versions():
+            if shipped.version == version and (shipped.base or shipped.bundled) and \
+                    _hashes(shipped.manifest) != _hashes(m):
+                raise ModelVersionError(f"model version {version!r} ships in the package with other files; "
+                                        "versions are immutable, export under a new version")
         tmp = self.models_dir / f".{version}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -139,4 +147,10 @@ class ModelRegistry:
             shutil.copy2(Path(m["_dir"]) / entry["path"], tmp / entry["path"])
         (tmp / "manifest.json").write_text(json.dumps({k: v for k, v in m.items() if k != "_dir"}, indent=2) + "\n")
         tmp.rename(dst)
-        return self.get(version)
+        copy = load_manifest(dst)
+        return ModelVersion(version, Path(copy["_dir"]), version == self.base_version(), copy)
+
+
+def _hashes(manifest: dict[str, Any]) -> dict[str, str]:
+    """Each file role's sha256 in ``manifest``."""
+    return {role: entry["sha256"] for role, entry in manifest["files"].items()}

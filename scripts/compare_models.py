@@ -7,15 +7,15 @@ For each of ``--old`` and ``--new`` (model directories; default old = the shippe
 * finpulse's news-style ``dev`` split: the same, plus how often a clearly polar headline is called
   neutral and the sign accuracy on polar headlines; the same on the held-out news ``test`` set
   (``data/news-test``, never used to choose);
-* label stability: 3,000 validation headlines scored one at a time, then in shuffled batches of 17, 32
-  and 64; labels that differ from the one-at-a-time labels are counted;
+* label stability: 3,000 headlines (2,500 validation tweets and 500 news dev items, so both kinds of
+  text share batches) scored one at a time, then in shuffled batches of 17, 32 and 64; labels that
+  differ from the one-at-a-time labels are counted;
 * throughput through ``Classifier.classify`` at batch 32 on 2,000 validation headlines (tweets) and,
-  when ``../shared/streams`` is there, on 2,000 real news headlines (the BBC Business stream's titles:
-  what a routed release sends to its news reader), old and new interleaved, median of ``--repeats``
-  runs each.
+  when ``../shared/streams`` is there, on 2,000 real news headlines (the BBC Business stream's titles,
+  shorter than tweets), old and new interleaved, median of ``--repeats`` runs each.
 
-The stability set mixes 2,500 validation tweets with 500 news-style headlines so that a routed
-release has rows for both readers in most batches.
+The held-out set is also reported by voice (``s*`` ids: report sentences, ``h*``: headlines), in full
+and on the items every labelling pass agreed on, the breakdown of the issue's real-news goals.
 
 Usage: python scripts/compare_models.py --new DIR [--old DIR] [--repeats 5] [--out docs/model-compare.json]
 """
@@ -60,8 +60,23 @@ def news_set(clf: Classifier, path: Path = NEWS_FILE, split: str = "dev") -> dic
     gold = {t: [labels.index(r[t]) for r in rows]
             for t, labels in (("topic", list(TOPIC_LABELS)), ("sentiment", list(SENTIMENT_LABELS)))}
     got = labelled(clf, [r["headline"] for r in rows], gold)
-    polar = [(r, p) for r, p in zip(rows, got["results"], strict=True) if r["sentiment"] != "neutral"]
-    return {**got["report"], "polar_headlines": len(polar),
+    out = {**got["report"], **polar_figures(list(zip(rows, got["results"], strict=True)))}
+    if split == "test":  # by voice, and on the items every labelling pass agreed on
+        for voice, prefix in (("sentences", "s"), ("headlines", "h")):
+            for subset in ("all", "agreed"):
+                pairs = [(r, p) for r, p in zip(rows, got["results"], strict=True)
+                         if r["id"].startswith(prefix) and (subset == "all" or r["agreed"] == "yes")]
+                out[f"{voice}/{subset}"] = {
+                    "n": len(pairs),
+                    "sentiment_accuracy": round(sum(p["sentiment"] == r["sentiment"] for r, p in pairs) / len(pairs), 4),
+                    **polar_figures(pairs)}
+    return out
+
+
+def polar_figures(pairs: list[tuple[dict, dict]]) -> dict:
+    """How many labelled-polar items, how many of them were called neutral, how many got the right sign."""
+    polar = [(r, p) for r, p in pairs if r["sentiment"] != "neutral"]
+    return {"polar_headlines": len(polar),
             "polar_called_neutral": round(sum(p["sentiment"] == "neutral" for _, p in polar) / len(polar), 4),
             "polar_sign_accuracy": round(sum(p["sentiment"] == r["sentiment"] for r, p in polar) / len(polar), 4)}
 

@@ -134,7 +134,13 @@ def test_the_bundled_news_first_release_is_promotable_as_shipped_and_reads_news(
     assert [v.version for v in bundled] == sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())
     news = reg.get("minilm-news-2026.11.29")
     assert news.bundled and not news.base and news.path.parent == BUNDLED_DIR and "news-first" in news.summary()["purpose"]
-    assert not (tmp_path / "models").exists()  # listed and promotable without a copy
+    # kept in the model directory (before an upgrade that might drop it): the copy is returned, listed once
+    kept = reg.add(news.path)
+    assert kept.path == (tmp_path / "models" / news.version).resolve() and not kept.bundled
+    assert [v.version for v in reg.versions()].count(news.version) == 1
+    other = make_version(tmp_path / "exported", news.version)  # the default's files under the same version
+    with pytest.raises(ModelVersionError, match="immutable"):
+        ModelRegistry(tmp_path / "models-2").add(other)
     with open(NEWS_TEST_FILE, newline="", encoding="utf-8") as fh:
         polar = [r for r in csv.DictReader(fh) if r["sentiment"] != "neutral"]
     texts = [r["headline"] for r in polar]
