@@ -135,11 +135,10 @@ class ModelRegistry:
         if dst.exists():
             raise ModelVersionError(f"model version {version!r} exists already in {self.models_dir}; versions "
                                     "are immutable, export under a new version")
-        for shipped in self.versions():
-            if shipped.version == version and (shipped.base or shipped.bundled) and \
-                    _hashes(shipped.manifest) != _hashes(m):
-                raise ModelVersionError(f"model version {version!r} ships in the package with other files; "
-                                        "versions are immutable, export under a new version")
+        listed = next((v for v in self.versions() if v.version == version), None)
+        if listed is not None and (listed.base or listed.bundled) and _hashes(listed.manifest) != _hashes(m):
+            raise ModelVersionError(f"model version {version!r} ships in the package with other files; "
+                                    "versions are immutable, export under a new version")
         tmp = self.models_dir / f".{version}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -148,7 +147,7 @@ class ModelRegistry:
         (tmp / "manifest.json").write_text(json.dumps({k: v for k, v in m.items() if k != "_dir"}, indent=2) + "\n")
         tmp.rename(dst)
         copy = load_manifest(dst)
-        return ModelVersion(version, Path(copy["_dir"]), version == self.base_version(), copy)
+        return ModelVersion(version, Path(copy["_dir"]), listed is not None and listed.base, copy)
 
 
 def _hashes(manifest: dict[str, Any]) -> dict[str, str]:

@@ -100,12 +100,13 @@ def test_decision_rule_in_the_manifest_decides_the_sentiment(tmp_path):
         Classifier(bad, device="cpu")
 
 
-def test_the_earlier_releases_in_the_repository_are_intact_and_promotable(tmp_path):
-    """``models/releases/<version>`` (repository only, not in the wheel): each verifies, adds to a model
-    directory under its own name and scores with labels independent of the batch (static scales)."""
-    from pathlib import Path
+def test_the_other_committed_releases_are_intact_and_promotable(tmp_path):
+    """``models/bundled/<version>`` (the releases committed beside the default; the superseded
+    ``models/releases/`` copy lives in git history only): each verifies, adds to a model directory under
+    its own name and scores with labels independent of the batch (static scales)."""
+    from finpulse.models.manifest import BUNDLED_DIR
 
-    root = Path(__file__).resolve().parent.parent / "models" / "releases"
+    root = BUNDLED_DIR
     dirs = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
     assert dirs, "no earlier release committed"
     texts = ["Insurer posts surprise quarterly loss", "Chipmaker raises full-year outlook",
