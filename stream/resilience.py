@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ EXIT_FAULT = 70
 #: Exit status of a worker interrupted (SIGINT) before it started consuming: nothing was read or
 #: committed (the shell's 128 + SIGINT).
 EXIT_INTERRUPTED = 130
+#: Longest graceful shutdown of a worker stopped by a fault; then it exits with :data:`EXIT_FAULT` at once.
+STOP_GRACE_S = 30.0
 
 
 class InfrastructureDown(StreamError):
@@ -154,7 +157,8 @@ def stop_worker(reason: str, exc: BaseException | None = None, *, on_stop: Calla
     """Stop this worker process loudly: log CRITICAL and ask the worker to shut down (SIGTERM to itself).
 
     The graceful shutdown commits only acknowledged offsets, so what was not processed is
-    redelivered; the CLI then exits with :data:`EXIT_FAULT`.
+    redelivered; the CLI then exits with :data:`EXIT_FAULT`, and so does the process by itself when
+    that shutdown takes longer than :data:`STOP_GRACE_S`.
 
     :param reason: what failed.
     :param exc: the exception, logged with its traceback.
@@ -163,4 +167,23 @@ def stop_worker(reason: str, exc: BaseException | None = None, *, on_stop: Calla
     log.critical("stopping the worker: %s", reason, exc_info=exc)
     if on_stop is not None:
         on_stop()
+    _exit_if_still_running(STOP_GRACE_S)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_if_still_running(after_s: float) -> None:
+    """Exit with :data:`EXIT_FAULT` after ``after_s`` unless the process has ended by then.
+
+    The graceful shutdown can hang (seen after a broker came back with a wiped log: the stream
+    agents stopped, the process never exited), which leaves a worker that neither works nor exits
+    for its orchestrator to restart. Offsets not committed by then are redelivered after the restart.
+    """
+    def expire() -> None:
+        log.critical("the graceful shutdown did not finish in %.0f s; exiting now with status %d "
+                     "(offsets not committed are redelivered after the restart)", after_s, EXIT_FAULT)
+        logging.shutdown()
+        os._exit(EXIT_FAULT)
+
+    timer = threading.Timer(after_s, expire)
+    timer.daemon = True  # never keeps a process that ended on its own
+    timer.start()

@@ -226,3 +226,19 @@ def test_a_backlog_report_remembers_since_when_the_partition_is_empty():
     assert busy["zero_since"] is None                                    # news arrived
     assert backlog_report(0, 115.0, busy)["zero_since"] == 115.0         # empty again: counts anew
     assert backlog_report(0, 120.0, {"lag": 0, "at": 1.0})["zero_since"] == 120.0  # an old-format report
+
+
+def test_a_worker_whose_graceful_stop_hangs_exits_with_the_fault_status():
+    """stop_worker's SIGTERM is ignored here, as by a shutdown that hangs: the process exits by itself."""
+    import subprocess
+    import sys
+
+    code = ("import signal, time\n"
+            "import finpulse.stream.resilience as r\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "r.STOP_GRACE_S = 0.5\n"
+            "r.stop_worker('test fault')\n"
+            "time.sleep(30)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 70, out.stderr
+    assert "did not finish" in out.stderr
