@@ -453,8 +453,17 @@ def stack_down_cmd() -> None:
 @click.option("--quiet", is_flag=True, help="do not print every scored headline")
 def demo(once, sample, quiet) -> None:
     """Embedded stack + worker + a replayed sample with a negative burst; prints headlines and alerts."""
+    import signal
+
     from finpulse.demo import run_demo
 
+    def stop_like_ctrl_c(signum, frame) -> None:
+        # `kill` or a closed terminal reaches the demo alone: stop the worker and the stack as a
+        # Ctrl-C does, instead of dying at once and leaving them running without a parent
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_like_ctrl_c)
     try:
         summary = run_demo(once=once, sample=sample, quiet=quiet)
     except KeyboardInterrupt:  # a second Ctrl-C during the orderly stop, or one before the demo started

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from finpulse.core.settings import Settings
-from finpulse.stream.resilience import EXIT_INTERRUPTED
+from finpulse.stream.resilience import EXIT_INTERRUPTED, EXIT_STOP_FORCED
 
 
 def stack_from_env(kafka_bootstrap: str | None = None, redis_url: str | None = None):
@@ -94,10 +94,11 @@ class WorkerProcess:
 
     @property
     def stopped_as_told(self) -> bool:
-        """Whether the worker has exited because it was told to: a clean stop (0), or an interrupt
-        (Ctrl-C reaches the whole foreground process group) that landed before its stop handlers were
-        installed (``EXIT_INTERRUPTED``, or killed by SIGINT while Python was still starting)."""
-        return self.proc.poll() in (0, EXIT_INTERRUPTED, -signal.SIGINT)
+        """Whether the worker has exited because it was told to: a clean stop (0), a stop whose graceful
+        shutdown overran its deadline (``EXIT_STOP_FORCED``: uncommitted offsets are redelivered), or an
+        interrupt (Ctrl-C reaches the whole foreground process group) that landed before its stop
+        handlers were installed (``EXIT_INTERRUPTED``, or killed by SIGINT while Python was still starting)."""
+        return self.proc.poll() in (0, EXIT_STOP_FORCED, EXIT_INTERRUPTED, -signal.SIGINT)
 
     def check(self) -> None:
         """:raises RuntimeError: when the worker has exited."""

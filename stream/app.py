@@ -28,6 +28,7 @@ import venusian
 from finpulse.core.settings import Settings
 from finpulse.core.stackstate import resolve_bootstrap
 
+from . import resilience
 from .exceptions import StreamError
 from .services import Services
 
@@ -80,6 +81,30 @@ def current() -> Worker:
     return _current
 
 
+class FaustWorker(faust.Worker):
+    """Faust's worker with a deadline on its graceful shutdown.
+
+    Whatever starts the shutdown (SIGINT, SIGTERM, a fault), the process exits by itself
+    :data:`~finpulse.stream.resilience.STOP_GRACE_S` later if it is still running then: with
+    ``EXIT_FAULT`` when a fault stopped it, else ``EXIT_STOP_FORCED``. Faust's shutdown can hang
+    after the agents have stopped (seen after a plain SIGINT and after a broker lost its log), which
+    would leave a process that neither consumes nor exits. Offsets not committed are redelivered.
+    """
+
+    @property
+    def shortlabel(self) -> str:
+        """Faust's label in the log: ``[^Worker]: Ready`` as with Faust's own class."""
+        return "Worker"
+
+    def on_worker_shutdown(self) -> None:
+        """Faust's hook, called once the worker has begun to stop (before its services stop)."""
+        super().on_worker_shutdown()
+        faulted = _current is not None and bool(_current.faults)
+        resilience.exit_if_still_running(resilience.STOP_GRACE_S,
+                                         resilience.EXIT_FAULT if faulted else resilience.EXIT_STOP_FORCED,
+                                         self.loop)
+
+
 def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
     """The Faust app options for ``settings`` (pure but for creating the cache folder).
 
@@ -112,6 +137,7 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.session_timeout_s,
         store="memory://",
+        Worker=FaustWorker,              # a deadline on the graceful shutdown
     )
 
 

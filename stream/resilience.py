@@ -16,6 +16,7 @@ Pure asyncio; the agents in :mod:`finpulse.stream.agents` wire it to Faust.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -37,7 +38,12 @@ EXIT_FAULT = 70
 #: Exit status of a worker interrupted (SIGINT) before it started consuming: nothing was read or
 #: committed (the shell's 128 + SIGINT).
 EXIT_INTERRUPTED = 130
-#: Longest graceful shutdown of a worker stopped by a fault; then it exits with :data:`EXIT_FAULT` at once.
+#: Exit status of a worker told to stop (SIGINT / SIGTERM) whose graceful shutdown took longer than
+#: :data:`STOP_GRACE_S`: it stopped consuming, and the offsets it had not committed are redelivered
+#: (``EX_TEMPFAIL``).
+EXIT_STOP_FORCED = 75
+#: Longest graceful shutdown of a worker; then it exits at once (:data:`EXIT_FAULT` when a fault
+#: stopped it, else :data:`EXIT_STOP_FORCED`).
 STOP_GRACE_S = 30.0
 
 
@@ -167,23 +173,50 @@ def stop_worker(reason: str, exc: BaseException | None = None, *, on_stop: Calla
     log.critical("stopping the worker: %s", reason, exc_info=exc)
     if on_stop is not None:
         on_stop()
-    _exit_if_still_running(STOP_GRACE_S)
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:  # called outside the worker's loop (tests)
+        loop = None
+    exit_if_still_running(STOP_GRACE_S, EXIT_FAULT, loop)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _exit_if_still_running(after_s: float) -> None:
-    """Exit with :data:`EXIT_FAULT` after ``after_s`` unless the process has ended by then.
+def exit_if_still_running(after_s: float, status: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Exit with ``status`` after ``after_s`` unless the process has ended by then.
 
-    The graceful shutdown can hang (seen after a broker came back with a wiped log: the stream
-    agents stopped, the process never exited), which leaves a worker that neither works nor exits
-    for its orchestrator to restart. Offsets not committed by then are redelivered after the restart.
+    The graceful shutdown can hang (seen after a broker came back with a wiped log, and after a
+    plain SIGINT: the stream agents stopped, the process never exited; Faust's known shutdown hang),
+    which leaves a worker that neither works nor exits for its orchestrator to restart or its operator
+    to see stopped. Offsets not committed by then are redelivered to the next worker.
+
+    :param after_s: how long the shutdown may take.
+    :param status: the exit status then (:data:`EXIT_FAULT` or :data:`EXIT_STOP_FORCED`).
+    :param loop: the worker's event loop: where its unfinished tasks wait is logged before the exit.
     """
     def expire() -> None:
+        if loop is not None:
+            log.critical("the graceful shutdown is stuck; its unfinished tasks:\n%s", _task_stacks(loop))
         log.critical("the graceful shutdown did not finish in %.0f s; exiting now with status %d "
-                     "(offsets not committed are redelivered after the restart)", after_s, EXIT_FAULT)
+                     "(offsets not committed are redelivered)", after_s, status)
         logging.shutdown()
-        os._exit(EXIT_FAULT)
+        os._exit(status)
 
     timer = threading.Timer(after_s, expire)
     timer.daemon = True  # never keeps a process that ended on its own
     timer.start()
+
+
+def _task_stacks(loop: asyncio.AbstractEventLoop, limit: int = 40) -> str:
+    """Where the unfinished tasks of ``loop`` wait (read from another thread: best effort)."""
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    except RuntimeError:  # the set changed while it was copied
+        return "(could not list the tasks)"
+    out = []
+    for t in tasks[:limit]:
+        buf = io.StringIO()
+        t.print_stack(limit=6, file=buf)
+        out.append(buf.getvalue())
+    if len(tasks) > limit:
+        out.append(f"... and {len(tasks) - limit} more")
+    return "\n".join(out)

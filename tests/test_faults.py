@@ -357,13 +357,58 @@ def test_demo_stops_cleanly_when_its_worker_is_stopped_first(tmp_path):
         workers = _worker_children(proc.pid)
         assert len(workers) == 1, workers
         os.kill(workers[0], signal.SIGINT)
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            alive = "worker still running" if _worker_children(proc.pid) else "worker gone"
+            pytest.fail(f"the demo did not stop within 60 s ({alive})\n--- demo log\n"
+                        f"{(tmp_path / 'demo.log').read_text(errors='replace')[-2000:]}\n--- worker log\n"
+                        f"{log.read_text(errors='replace')[-4000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         out.close()
     text = (tmp_path / "demo.log").read_text(errors="replace")
     assert "the worker has stopped; stopping the demo" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(d))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_on_the_demo_stops_its_worker_and_stack(tmp_path):
+    """``kill <demo>`` (SIGTERM to the demo alone, as a process manager or ``timeout`` sends) stops the
+    worker, Kafka and Redis it started, as a Ctrl-C does: none of them is left running without a parent."""
+    proc, out = _start_demo(tmp_path)
+    try:
+        log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
+        wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
+        started = _children(proc.pid)
+        assert len(started) >= 3, started   # the worker, the broker and Redis at least
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(90)
+        wait_for(lambda: not [p for p in started if _alive(p)], 10, what="the demo's processes to exit")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out.close()
+    text = (tmp_path / "demo.log").read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
 
 

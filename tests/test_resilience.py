@@ -242,3 +242,30 @@ def test_a_worker_whose_graceful_stop_hangs_exits_with_the_fault_status():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert out.returncode == 70, out.stderr
     assert "did not finish" in out.stderr
+
+
+def test_any_worker_shutdown_that_overruns_its_deadline_ends_the_process():
+    """The worker class Faust runs (built by the app factory) arms the shutdown deadline when its
+    shutdown begins, whatever began it: a told stop that hangs exits EXIT_STOP_FORCED, a fault's
+    EXIT_FAULT (CI saw a worker hang for over 60 s after a plain SIGINT)."""
+    import subprocess
+    import sys
+
+    def run(faulted: bool) -> subprocess.CompletedProcess:
+        code = ("import time\n"
+                "import finpulse.stream.resilience as r\n"
+                "from finpulse.core.settings import Settings\n"
+                "from finpulse.stream import app as app_mod\n"
+                "r.STOP_GRACE_S = 0.5\n"
+                "app = app_mod.create_app(Settings(kafka_bootstrap='127.0.0.1:9', namespace='grace-test'))\n"
+                f"if {faulted}: app_mod.current().faults.append('test fault')\n"
+                "worker = app.Worker(loglevel='warn')\n"
+                "worker.on_worker_shutdown()   # what Faust calls once the worker begins to stop\n"
+                "time.sleep(30)                # a shutdown that never finishes\n")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
+
+    told, faulted = run(False), run(True)
+    assert told.returncode == 75, told.stderr
+    assert faulted.returncode == 70, faulted.stderr
+    assert "did not finish in 0 s" in told.stderr and "status 75" in told.stderr
+    assert "unfinished tasks" in told.stderr   # where the shutdown waited, for the operator
