@@ -8,6 +8,7 @@ accuracy >= 0.885, sentiment macro-F1 >= 0.845) are checked too. The manifest re
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,24 @@ def test_shipped_model_reproduces_its_manifest_metrics(reports, task):
     assert reports[task]["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=0.002)
 
 
+def _vnni_int8_kernels() -> bool:
+    """Whether ONNX Runtime's int8 matrix kernels here use VNNI dot products (exact int32 sums) rather
+    than the AVX2 / AVX-512BW ones (pairwise sums in 16 bits, which can saturate): the shipped int8
+    model's labels differ between the two on a few headlines."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is not None
+
+
 # Targets the shipped model does not reach, with what it measured (docs/model-card.md says why).
 # strict=True: when a better model reaches one, the XPASS fails the suite until this list is updated.
-# Empty since minilm-mt-2026.11.29 (sentiment macro-F1 0.8508 on this AVX2-only CPU; its predecessor
-# measured 0.8495 here and 0.8505 with AVX-512, so that target was listed for CPUs without AVX-512).
-NOT_YET_MET: dict[tuple[str, str], str] = {}
+# minilm-mt-2026.11.29.3, sentiment macro-F1: 0.8508 on an AVX2-only AMD EPYC (the manifest's
+# machine), 0.8498 on an AMD EPYC with AVX-512 VNNI (one headline short of 0.85; the no-regression
+# floor 0.845 holds on both).
+NOT_YET_MET: dict[tuple[str, str], str] = (
+    {("sentiment", "macro_f1"): "0.8498 with VNNI int8 kernels (0.8508 with AVX2's)"} if _vnni_int8_kernels() else {})
 
 
 def _target_params():
