@@ -181,6 +181,9 @@ def stop_worker(reason: str, exc: BaseException | None = None, *, on_stop: Calla
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+_deadline_armed = False
+
+
 def exit_if_still_running(after_s: float, status: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Exit with ``status`` after ``after_s`` unless the process has ended by then.
 
@@ -192,7 +195,15 @@ def exit_if_still_running(after_s: float, status: int, loop: asyncio.AbstractEve
     :param after_s: how long the shutdown may take.
     :param status: the exit status then (:data:`EXIT_FAULT` or :data:`EXIT_STOP_FORCED`).
     :param loop: the worker's event loop: where its unfinished tasks wait is logged before the exit.
+
+    Armed once per process: a fault's :func:`stop_worker` arms it, and the shutdown its SIGTERM
+    starts (:class:`~finpulse.stream.app.FaustWorker`) finds it armed.
     """
+    global _deadline_armed
+    if _deadline_armed:
+        return
+    _deadline_armed = True
+
     def expire() -> None:
         if loop is not None:
             log.critical("the graceful shutdown is stuck; its unfinished tasks:\n%s", _task_stacks(loop))

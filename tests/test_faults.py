@@ -330,49 +330,6 @@ def test_ctrl_c_on_the_demo_stops_worker_then_stack(tmp_path):
     assert ROOT  # the demo ran from an empty folder, not the checkout
 
 
-def _worker_children(pid: int) -> list[int]:
-    """Pids of the ``finpulse worker`` processes whose parent is ``pid`` (read from /proc)."""
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{d}/stat").read()
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"worker" in cmd and b"finpulse.cli" in cmd:
-            found.append(int(d))
-    return found
-
-
-def test_demo_stops_cleanly_when_its_worker_is_stopped_first(tmp_path):
-    """A Ctrl-C reaches the demo and its worker together, and the worker may be gone before the demo
-    sees its own interrupt (seen in CI: a traceback from the demo's worker check). Stopping the worker
-    alone reproduces that order: the demo must stop its stack and exit without a traceback."""
-    proc, out = _start_demo(tmp_path)
-    try:
-        log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
-        wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
-        workers = _worker_children(proc.pid)
-        assert len(workers) == 1, workers
-        os.kill(workers[0], signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            alive = "worker still running" if _worker_children(proc.pid) else "worker gone"
-            pytest.fail(f"the demo did not stop within 60 s ({alive})\n--- demo log\n"
-                        f"{(tmp_path / 'demo.log').read_text(errors='replace')[-2000:]}\n--- worker log\n"
-                        f"{log.read_text(errors='replace')[-4000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        out.close()
-    text = (tmp_path / "demo.log").read_text(errors="replace")
-    assert "the worker has stopped; stopping the demo" in text, text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
-
-
 def _children(pid: int) -> list[int]:
     """Pids of the processes whose parent is ``pid`` (read from /proc)."""
     found = []
@@ -392,13 +349,58 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _worker_children(pid: int) -> list[int]:
+    """Pids of the ``finpulse worker`` processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for child in _children(pid):
+        try:
+            cmd = open(f"/proc/{child}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in cmd and b"finpulse.cli" in cmd:
+            found.append(child)
+    return found
+
+
+def _demo_worker_ready(tmp_path) -> Path:
+    """Wait until the worker of the demo started by :func:`_start_demo` is ready; returns its log."""
+    log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
+    wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
+    return log
+
+
+def test_demo_stops_cleanly_when_its_worker_is_stopped_first(tmp_path):
+    """A Ctrl-C reaches the demo and its worker together, and the worker may be gone before the demo
+    sees its own interrupt (seen in CI: a traceback from the demo's worker check). Stopping the worker
+    alone reproduces that order: the demo must stop its stack and exit without a traceback."""
+    proc, out = _start_demo(tmp_path)
+    try:
+        log = _demo_worker_ready(tmp_path)
+        workers = _worker_children(proc.pid)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            alive = "worker still running" if _worker_children(proc.pid) else "worker gone"
+            pytest.fail(f"the demo did not stop within 60 s ({alive})\n--- demo log\n"
+                        f"{(tmp_path / 'demo.log').read_text(errors='replace')[-2000:]}\n--- worker log\n"
+                        f"{log.read_text(errors='replace')[-4000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out.close()
+    text = (tmp_path / "demo.log").read_text(errors="replace")
+    assert "the worker has stopped; stopping the demo" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+
 def test_kill_on_the_demo_stops_its_worker_and_stack(tmp_path):
     """``kill <demo>`` (SIGTERM to the demo alone, as a process manager or ``timeout`` sends) stops the
     worker, Kafka and Redis it started, as a Ctrl-C does: none of them is left running without a parent."""
     proc, out = _start_demo(tmp_path)
     try:
-        log = Path(re.search(r"worker log (\S+)", (tmp_path / "demo.log").read_text()).group(1))
-        wait_for(lambda: b"[^Worker]: Ready" in log.read_bytes(), 120, what="the worker to be ready")
+        _demo_worker_ready(tmp_path)
         started = _children(proc.pid)
         assert len(started) >= 3, started   # the worker, the broker and Redis at least
         os.kill(proc.pid, signal.SIGTERM)
